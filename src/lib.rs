@@ -1,0 +1,16 @@
+//! replscope: a transparent proxy for the Redis/Valkey replication link that explains, with evidence, why
+//! replicas drop.
+//!
+//! This crate is layered as `../shared/DESIGN.md` describes:
+//! - [`wire`]: sans-IO decoders, bytes in, events out;
+//! - [`link`]: the per-connection story (phases, facts, timings) built from those events;
+//! - [`time`]: time as a value, passed in by the driver.
+//!
+//! Nothing here touches a socket or reads a clock.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod link;
+pub mod time;
+pub mod wire;

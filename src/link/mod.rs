@@ -1,0 +1,463 @@
+//! `link`: the story of one proxied TCP connection, built from wire events and transport events.
+//!
+//! A [`Link`] owns the [`Decoder`] of its connection. The driver hands it every forwarded slice with the
+//! time ([`Link::on_bytes`]) and every socket event ([`Link::on_transport`]); the link keeps the phase and
+//! when each began, the handshake facts, the sync asked for and granted, the RDB, the stream offset and
+//! the replica's acknowledgements, the traffic each way and how it ended. It is deterministic: the same
+//! inputs at the same times give the same story. [`Links`] holds the links of one route and joins the two
+//! connections of a dual-channel / rdb-channel sync into one story.
+
+mod facts;
+mod registry;
+mod transport;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+pub use facts::{
+    Ack, AuthFacts, Close, DesyncFacts, ErrorReply, Handshake, LinkKind, MAX_ERRORS_KEPT, Phase, PhaseChange, RdbFacts,
+    StreamFacts, SyncAnswer, SyncKind, SyncRequest, Traffic,
+};
+pub use registry::{LinkId, Links};
+pub use transport::{CloseHow, ClosedBy, Side, TransportEvent};
+
+use crate::time::Timestamp;
+use crate::wire::{Decoder, Direction, Event, MasterReply, PayloadFraming, ReplconfOption, ReplicaCommand, WireEvent};
+
+/// How the two connections of a two-channel sync find each other: the client id the master announced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum PairKey {
+    /// Valkey: the RDB channel's client id (`$ENDOFF` on it, `set-rdb-client-id` on the main channel).
+    RdbClientId(u64),
+    /// Redis 8: the main channel's client id (`+RDBCHANNELSYNC` on it, `main-ch-client-id` on the RDB one).
+    MainClientId(u64),
+}
+
+/// The story of one connection.
+#[derive(Debug, serde::Serialize)]
+pub struct Link {
+    /// The replica's address as the proxy saw it.
+    pub peer_ip: Option<IpAddr>,
+    /// When the connection was accepted.
+    pub opened_at: Timestamp,
+    /// What it is.
+    pub kind: LinkKind,
+    /// Phases, in order, with when each began.
+    pub phases: Vec<PhaseChange>,
+    /// What the replica announced.
+    pub handshake: Handshake,
+    /// The last sync request.
+    pub request: Option<SyncRequest>,
+    /// The master's answer to it.
+    pub answer: Option<SyncAnswer>,
+    /// Full or partial, once decided.
+    pub sync_kind: Option<SyncKind>,
+    /// The RDB, for a full sync (on a two-channel main channel: the one its RDB channel carried).
+    pub rdb: Option<RdbFacts>,
+    /// The command stream.
+    pub stream: StreamFacts,
+    /// Traffic, indexed by [`Direction::index`].
+    pub traffic: [Traffic; 2],
+    /// Time forwarding waited on each side, indexed by [`Side::index`].
+    #[serde(serialize_with = "serialize_blocked")]
+    pub blocked: [Duration; 2],
+    /// Desyncs, at most one per direction.
+    pub desyncs: Vec<DesyncFacts>,
+    /// How it ended: the first side to close.
+    pub close: Option<Close>,
+    /// The other connection of a two-channel sync, once paired.
+    pub partner: Option<LinkId>,
+    #[serde(skip)]
+    decoder: Decoder,
+    #[serde(skip)]
+    scratch: Vec<WireEvent>,
+    /// A `+DUALCHANNELSYNC` was answered: the later `+CONTINUE` is the second step of a full sync.
+    #[serde(skip)]
+    dual_channel_main: bool,
+    /// The offset of a dual-channel main channel's second PSYNC.
+    #[serde(skip)]
+    dual_channel_continue_from: Option<i64>,
+}
+
+fn serialize_blocked<S: serde::Serializer>(b: &[Duration; 2], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(Some(2))?;
+    map.serialize_entry("master", &b[Side::Master.index()].as_secs_f64())?;
+    map.serialize_entry("replica", &b[Side::Replica.index()].as_secs_f64())?;
+    map.end()
+}
+
+impl Link {
+    /// A connection accepted at `now` from `peer_ip`.
+    pub fn new(peer_ip: Option<IpAddr>, now: Timestamp) -> Self {
+        Link {
+            peer_ip,
+            opened_at: now,
+            kind: LinkKind::Pending,
+            phases: vec![PhaseChange { phase: Phase::Handshake, at: now }],
+            handshake: Handshake::default(),
+            request: None,
+            answer: None,
+            sync_kind: None,
+            rdb: None,
+            stream: StreamFacts::default(),
+            traffic: [Traffic::default(); 2],
+            blocked: [Duration::ZERO; 2],
+            desyncs: Vec::new(),
+            close: None,
+            partner: None,
+            decoder: Decoder::new(),
+            scratch: Vec::new(),
+            dual_channel_main: false,
+            dual_channel_continue_from: None,
+        }
+    }
+
+    /// The current phase.
+    pub fn phase(&self) -> Phase {
+        self.phases.last().map_or(Phase::Handshake, |p| p.phase)
+    }
+
+    /// When the current phase began.
+    pub fn phase_since(&self) -> Timestamp {
+        self.phases.last().map_or(self.opened_at, |p| p.at)
+    }
+
+    /// When a phase began, if the link went through it.
+    pub fn phase_at(&self, phase: Phase) -> Option<Timestamp> {
+        self.phases.iter().find(|p| p.phase == phase).map(|p| p.at)
+    }
+
+    /// The replica endpoint, the metrics label: the announced ip (else the peer's) and the listening port.
+    pub fn replica_endpoint(&self) -> Option<String> {
+        let port = self.handshake.listening_port?;
+        let ip = match (&self.handshake.ip_address, self.peer_ip) {
+            (Some(ip), _) => ip.clone(),
+            (None, Some(IpAddr::V6(ip))) => format!("[{ip}]"),
+            (None, Some(ip)) => ip.to_string(),
+            (None, None) => return None,
+        };
+        Some(format!("{ip}:{port}"))
+    }
+
+    /// Whether the decoder gave up on a direction.
+    pub fn is_opaque(&self, direction: Direction) -> bool {
+        self.decoder.is_opaque(direction)
+    }
+
+    /// The events the last [`Link::on_bytes`] produced.
+    pub fn last_events(&self) -> &[WireEvent] {
+        &self.scratch
+    }
+
+    /// The master's replication offset as the wire shows it: the stream's start offset plus every complete
+    /// command since (`None` until a sync said where the stream starts).
+    pub fn master_offset(&self) -> Option<i64> {
+        self.stream.offset.or(self.stream.start_offset.map(|s| s + self.stream.bytes as i64))
+    }
+
+    /// Bytes of an incomplete stream command at the end of what the master sent.
+    pub fn partial_stream_bytes(&self) -> u64 {
+        self.decoder.stream_progress().map_or(0, |(_, partial)| partial)
+    }
+
+    /// Feeds bytes forwarded in `direction` at `now`. Returns the events they produced, already applied.
+    pub fn on_bytes(&mut self, direction: Direction, bytes: &[u8], now: Timestamp) -> &[WireEvent] {
+        let mut events = std::mem::take(&mut self.scratch);
+        events.clear();
+        self.decoder.feed(direction, bytes, now, &mut events);
+        let traffic = &mut self.traffic[direction.index()];
+        traffic.bytes += bytes.len() as u64;
+        if !bytes.is_empty() {
+            traffic.last_at = Some(now);
+        }
+        for event in &events {
+            self.apply(event);
+        }
+        if let (Some((_, received)), Some(rdb)) = (self.decoder.payload_progress(), self.rdb.as_mut()) {
+            rdb.transferred = received;
+        }
+        self.scratch = events;
+        &self.scratch
+    }
+
+    /// Applies one wire event (what [`Link::on_bytes`] does for each event its bytes produce).
+    pub fn apply(&mut self, e: &WireEvent) {
+        let at = e.at;
+        match &e.event {
+            Event::Command { command } => self.on_command(command, at),
+            Event::PlainClient { .. } => self.kind = LinkKind::Client,
+            Event::Newline => {
+                let t = &mut self.traffic[e.direction.index()];
+                t.newlines += 1;
+                t.last_newline_at = Some(at);
+            }
+            Event::Reply { reply } => self.on_reply(reply, at),
+            Event::PayloadStart { framing } => {
+                if self.answer.is_none() {
+                    // After `SYNC` the payload itself is the answer.
+                    self.answer = Some(SyncAnswer::BulkPayload { at });
+                    self.sync_kind = Some(SyncKind::Full);
+                }
+                self.rdb = Some(RdbFacts {
+                    framing: *framing,
+                    announced_size: match framing {
+                        PayloadFraming::Sized { len } => Some(*len),
+                        PayloadFraming::EofMark => None,
+                    },
+                    transferred: 0,
+                    header: None,
+                    not_rdb: None,
+                    trailer: None,
+                    started_at: at,
+                    completed_at: None,
+                    via_rdb_channel: None,
+                });
+                self.advance(Phase::RdbTransfer, at);
+            }
+            Event::RdbHeader { header } => {
+                if let Some(rdb) = &mut self.rdb {
+                    rdb.header = Some(header.clone());
+                }
+            }
+            Event::NotRdb { prefix } => {
+                if let Some(rdb) = &mut self.rdb {
+                    rdb.not_rdb = Some(prefix.clone());
+                }
+            }
+            Event::PayloadEnd { bytes, trailer } => {
+                if let Some(rdb) = &mut self.rdb {
+                    rdb.transferred = *bytes;
+                    rdb.trailer = Some(*trailer);
+                    rdb.completed_at = Some(at);
+                }
+                self.advance(Phase::Loading, at);
+            }
+            Event::StreamCommand { name, stream_bytes, offset, .. } => {
+                let s = &mut self.stream;
+                if let Some(n) = s.commands.get_mut(name.index()) {
+                    *n += 1;
+                }
+                s.bytes = *stream_bytes;
+                s.offset = offset.or_else(|| s.start_offset.map(|b| b + *stream_bytes as i64));
+                s.first_command_at.get_or_insert(at);
+                // A replica that fell back to SYNC never acknowledges: the stream itself says it loaded.
+                if matches!(self.answer, Some(SyncAnswer::BulkPayload { .. })) && self.phase() == Phase::Loading {
+                    self.advance(Phase::Streaming, at);
+                }
+            }
+            Event::Desync { offset, phase, reason } => self.desyncs.push(DesyncFacts {
+                direction: e.direction,
+                offset: *offset,
+                phase: *phase,
+                reason: reason.clone(),
+                at,
+            }),
+        }
+    }
+
+    /// Applies a socket event.
+    pub fn on_transport(&mut self, event: TransportEvent, now: Timestamp) {
+        match event {
+            TransportEvent::Closed { by, how } => {
+                if self.close.is_none() {
+                    self.close = Some(Close {
+                        by,
+                        how,
+                        at: now,
+                        phase: self.phase(),
+                        time_in_phase: now.since(self.phase_since()),
+                    });
+                    self.advance(Phase::Closed, now);
+                }
+            }
+            TransportEvent::WriteBlocked { side, duration } => {
+                self.blocked[side.index()] += duration;
+            }
+        }
+    }
+
+    /// Moves to a later phase; earlier or equal phases are ignored.
+    fn advance(&mut self, phase: Phase, at: Timestamp) {
+        if phase > self.phase() {
+            self.phases.push(PhaseChange { phase, at });
+        }
+    }
+
+    fn become_replication(&mut self) {
+        if self.kind == LinkKind::Pending {
+            self.kind = LinkKind::Replication;
+        }
+    }
+
+    fn on_command(&mut self, command: &ReplicaCommand, at: Timestamp) {
+        match command {
+            ReplicaCommand::Ping | ReplicaCommand::Other(_) => {}
+            ReplicaCommand::Auth { user } => self.handshake.auth = Some(AuthFacts { user: user.clone(), at }),
+            ReplicaCommand::Replconf(options) => {
+                for option in options {
+                    self.on_replconf(option, at);
+                }
+            }
+            ReplicaCommand::Psync { replid, offset, .. } => {
+                self.become_replication();
+                if self.dual_channel_main {
+                    // Step two of a Valkey dual-channel sync (`PSYNC <replid> <$ENDOFF + 1>`): the request and
+                    // answer that decided the sync stay; this one only says where the stream resumes.
+                    self.dual_channel_continue_from = Some(*offset);
+                } else {
+                    self.request = Some(SyncRequest::Psync { replid: *replid, offset: *offset, at });
+                    self.answer = None;
+                }
+            }
+            ReplicaCommand::Sync => {
+                self.become_replication();
+                self.request = Some(SyncRequest::Sync { at });
+                self.answer = None;
+            }
+        }
+    }
+
+    fn on_replconf(&mut self, option: &ReplconfOption, at: Timestamp) {
+        let h = &mut self.handshake;
+        match option {
+            ReplconfOption::ListeningPort(p) => h.listening_port = Some(*p),
+            ReplconfOption::IpAddress(ip) => h.ip_address = Some(ip.clone()),
+            ReplconfOption::Capa(c) => {
+                if !h.capabilities.contains(c) {
+                    h.capabilities.push(c.clone());
+                }
+            }
+            ReplconfOption::Version(v) => h.version = Some(v.clone()),
+            ReplconfOption::Ack(offset) => {
+                self.stream.last_ack = Some(Ack { offset: *offset, fack: None, at });
+                self.stream.acks += 1;
+                if self.phase() == Phase::Loading {
+                    self.advance(Phase::Streaming, at);
+                }
+            }
+            ReplconfOption::Fack(fack) => {
+                if let Some(ack) = &mut self.stream.last_ack {
+                    ack.fack = Some(*fack);
+                }
+            }
+            ReplconfOption::GetAck | ReplconfOption::Other(_) => {}
+            ReplconfOption::RdbOnly(on) => h.rdb_only = *on,
+            ReplconfOption::RdbChannel(on) => {
+                if *on {
+                    self.kind = LinkKind::RdbChannel;
+                }
+            }
+            ReplconfOption::RdbFilterOnly(f) => h.rdb_filter_only = Some(f.clone()),
+            ReplconfOption::MainChClientId(id) => h.main_ch_client_id = Some(*id),
+            ReplconfOption::SetRdbClientId(id) => h.set_rdb_client_id = Some(*id),
+        }
+        self.become_replication();
+    }
+
+    fn on_reply(&mut self, reply: &MasterReply, at: Timestamp) {
+        match reply {
+            MasterReply::Pong | MasterReply::Ok | MasterReply::Other(_) => {}
+            MasterReply::Error { code, .. } => {
+                if self.handshake.errors.len() < MAX_ERRORS_KEPT {
+                    self.handshake.errors.push(ErrorReply { code: code.clone(), at });
+                }
+                // An error answering PSYNC/SYNC, or arriving where the payload should have been.
+                if self.request.is_some() && (self.answer.is_none() || self.phase() == Phase::WaitingBgsave) {
+                    self.answer = Some(SyncAnswer::Error { code: code.clone(), at });
+                }
+            }
+            MasterReply::FullResync { replid, offset } => {
+                self.answer = Some(SyncAnswer::FullResync { replid: *replid, offset: *offset, at });
+                self.sync_kind = Some(SyncKind::Full);
+                self.stream.start_offset = Some(*offset);
+                self.advance(Phase::WaitingBgsave, at);
+            }
+            MasterReply::Continue { replid } => {
+                if self.dual_channel_main {
+                    // Step two of a Valkey dual-channel full sync: the stream resumes at $ENDOFF + 1.
+                    if let Some(offset) = self.dual_channel_continue_from {
+                        self.stream.start_offset = Some(offset - 1);
+                    }
+                    return;
+                }
+                self.answer = Some(SyncAnswer::Continue { replid: *replid, at });
+                self.sync_kind = Some(SyncKind::Partial);
+                if let Some(SyncRequest::Psync { offset, .. }) = self.request {
+                    self.stream.start_offset = Some(offset - 1);
+                }
+                self.advance(Phase::Streaming, at);
+            }
+            MasterReply::DualChannelSync => {
+                self.answer = Some(SyncAnswer::DualChannelSync { at });
+                self.sync_kind = Some(SyncKind::Full);
+                self.dual_channel_main = true;
+                self.advance(Phase::WaitingBgsave, at);
+            }
+            MasterReply::RdbChannelSync { client_id } => {
+                self.answer = Some(SyncAnswer::RdbChannelSync { client_id: *client_id, at });
+                self.sync_kind = Some(SyncKind::Full);
+                self.advance(Phase::WaitingBgsave, at);
+            }
+            MasterReply::EndOffset { offset, replid, dbid, client_id } => {
+                self.kind = LinkKind::RdbChannel;
+                self.answer = Some(SyncAnswer::EndOffset {
+                    offset: *offset,
+                    replid: *replid,
+                    dbid: *dbid,
+                    client_id: *client_id,
+                    at,
+                });
+                self.sync_kind = Some(SyncKind::Full);
+                self.stream.start_offset = Some(*offset);
+                self.advance(Phase::WaitingBgsave, at);
+            }
+        }
+    }
+
+    /// The key that pairs this connection with the other one of a two-channel sync, and whether this is
+    /// the RDB channel.
+    pub(crate) fn pair_key(&self) -> Option<(PairKey, bool)> {
+        if self.kind == LinkKind::RdbChannel {
+            if let Some(SyncAnswer::EndOffset { client_id, .. }) = self.answer {
+                return Some((PairKey::RdbClientId(client_id), true));
+            }
+            return self.handshake.main_ch_client_id.map(|id| (PairKey::MainClientId(id), true));
+        }
+        if let Some(SyncAnswer::RdbChannelSync { client_id, .. }) = self.answer {
+            return Some((PairKey::MainClientId(client_id), false));
+        }
+        self.handshake.set_rdb_client_id.map(|id| (PairKey::RdbClientId(id), false))
+    }
+
+    /// A main channel takes what its RDB channel learnt: the RDB and its phases, and (Redis 8) the start
+    /// offset of the stream it is already receiving.
+    pub(crate) fn adopt_from_rdb_channel(&mut self, rdb_channel: &Link, rdb_channel_id: LinkId) {
+        let Some(rdb) = &rdb_channel.rdb else {
+            if self.stream.start_offset.is_none() {
+                self.adopt_start_offset(rdb_channel);
+            }
+            return;
+        };
+        let mut rdb = rdb.clone();
+        rdb.via_rdb_channel = Some(rdb_channel_id.0);
+        let (started, completed) = (rdb.started_at, rdb.completed_at);
+        self.rdb = Some(rdb);
+        self.advance(Phase::RdbTransfer, started);
+        if let Some(done) = completed {
+            self.advance(Phase::Loading, done);
+        }
+        if self.stream.start_offset.is_none() {
+            self.adopt_start_offset(rdb_channel);
+        }
+    }
+
+    fn adopt_start_offset(&mut self, rdb_channel: &Link) {
+        if let Some(SyncAnswer::FullResync { offset, .. }) = rdb_channel.answer {
+            self.stream.start_offset = Some(offset);
+            if self.stream.bytes > 0 {
+                self.stream.offset = Some(offset + self.stream.bytes as i64);
+            }
+        }
+    }
+}
