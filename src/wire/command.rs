@@ -10,7 +10,7 @@ use redis_protocol::resp2::decode::decode_range;
 use redis_protocol::resp2::types::RangeFrame;
 
 use crate::wire::event::{
-    DesyncReason, Event, PsyncId, ReplId, ReplconfOption, ReplicaCommand, WirePhase, lossy_capped,
+    DesyncReason, Event, EventSink, PsyncId, ReplId, ReplconfOption, ReplicaCommand, WirePhase, lossy_capped,
 };
 use crate::wire::line::{BoundedBuf, trim_eol};
 
@@ -64,7 +64,7 @@ impl CommandDecoder {
     }
 
     /// Decodes `input`, pushing what it says onto `out`.
-    pub fn feed(&mut self, mut input: &[u8], out: &mut Vec<Event>) {
+    pub fn feed(&mut self, mut input: &[u8], out: &mut impl EventSink) {
         while self.mode == Mode::Commands {
             let take = input.len().min(self.buf.room());
             self.buf.extend(&input[..take]);
@@ -80,7 +80,7 @@ impl CommandDecoder {
     }
 
     /// Takes one frame off the buffer if a whole one is there. Returns whether it made progress.
-    fn next(&mut self, out: &mut Vec<Event>) -> bool {
+    fn next(&mut self, out: &mut impl EventSink) -> bool {
         let Some(&first) = self.buf.bytes().first() else {
             return false;
         };
@@ -123,7 +123,7 @@ impl CommandDecoder {
         self.consumed += n as u64;
     }
 
-    fn desync(&mut self, out: &mut Vec<Event>, reason: DesyncReason) {
+    fn desync(&mut self, out: &mut impl EventSink, reason: DesyncReason) {
         out.push(Event::Desync { offset: self.consumed, phase: WirePhase::Handshake, reason });
         self.mode = Mode::Opaque;
     }
@@ -173,7 +173,7 @@ impl CommandDecoder {
         Ok(Some((command_from_args(&args), end + 1)))
     }
 
-    fn classify(&mut self, command: ReplicaCommand, out: &mut Vec<Event>) {
+    fn classify(&mut self, command: ReplicaCommand, out: &mut impl EventSink) {
         match &command {
             ReplicaCommand::Other(name) if name.is_empty() => {
                 out.push(Event::Newline);

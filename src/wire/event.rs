@@ -373,6 +373,35 @@ pub struct WireEvent {
     pub event: Event,
 }
 
+/// Where decoders put what they find: a plain `Vec<Event>` (tests), or a [`Tagged`] sink that stamps each
+/// event with its direction and time as it is pushed, so nothing is copied twice on the hot path.
+pub trait EventSink {
+    /// Takes one event.
+    fn push(&mut self, event: Event);
+}
+
+impl EventSink for Vec<Event> {
+    fn push(&mut self, event: Event) {
+        Vec::push(self, event);
+    }
+}
+
+/// Pushes events, stamped with a direction and a time, onto a `Vec<WireEvent>`.
+pub struct Tagged<'a> {
+    /// Where they go.
+    pub out: &'a mut Vec<WireEvent>,
+    /// Their direction.
+    pub direction: Direction,
+    /// Their time.
+    pub at: Timestamp,
+}
+
+impl EventSink for Tagged<'_> {
+    fn push(&mut self, event: Event) {
+        self.out.push(WireEvent { direction: self.direction, at: self.at, event });
+    }
+}
+
 /// At most `cap` bytes of `bytes` as text, invalid UTF-8 replaced.
 pub(crate) fn lossy_capped(bytes: &[u8], cap: usize) -> String {
     String::from_utf8_lossy(&bytes[..bytes.len().min(cap)]).into_owned()

@@ -16,8 +16,8 @@ pub mod reply;
 pub mod stream;
 
 pub use event::{
-    DesyncReason, Direction, ErrorCode, Event, MasterReply, PayloadFraming, PsyncId, ReplId, ReplconfOption,
-    ReplicaCommand, WireEvent, WirePhase,
+    DesyncReason, Direction, ErrorCode, Event, EventSink, MasterReply, PayloadFraming, PsyncId, ReplId, ReplconfOption,
+    ReplicaCommand, Tagged, WireEvent, WirePhase,
 };
 pub use names::CommandName;
 pub use rdb::{RdbAux, RdbHeader, RdbMagic, TrailerCheck};
@@ -33,7 +33,6 @@ pub struct Decoder {
     replies: ReplyDecoder,
     psync_offset: Option<i64>,
     bytes: [u64; 2],
-    scratch: Vec<Event>,
 }
 
 impl Decoder {
@@ -45,12 +44,12 @@ impl Decoder {
     /// Feeds the next bytes of one direction, received at `at`, appending events to `out`.
     pub fn feed(&mut self, direction: Direction, bytes: &[u8], at: Timestamp, out: &mut Vec<WireEvent>) {
         self.bytes[direction.index()] += bytes.len() as u64;
-        let mut events = std::mem::take(&mut self.scratch);
+        let first = out.len();
         match direction {
             Direction::ReplicaToMaster => {
-                self.commands.feed(bytes, &mut events);
-                for e in &events {
-                    if let Event::Command { command: ReplicaCommand::Psync { offset, .. } } = e {
+                self.commands.feed(bytes, &mut Tagged { out: &mut *out, direction, at });
+                for e in &out[first..] {
+                    if let Event::Command { command: ReplicaCommand::Psync { offset, .. } } = &e.event {
                         self.psync_offset = Some(*offset);
                     }
                 }
@@ -58,11 +57,9 @@ impl Decoder {
             Direction::MasterToReplica => {
                 let ctx =
                     ReplicaContext { psync_offset: self.psync_offset, plain_client: self.commands.is_plain_client() };
-                self.replies.feed(bytes, ctx, &mut events);
+                self.replies.feed(bytes, ctx, &mut Tagged { out, direction, at });
             }
         }
-        out.extend(events.drain(..).map(|event| WireEvent { direction, at, event }));
-        self.scratch = events;
     }
 
     /// Bytes seen in a direction.

@@ -9,7 +9,7 @@ use redis_protocol::resp2::decode::decode_range;
 use redis_protocol::resp2::types::RangeFrame;
 
 use crate::wire::event::{
-    DesyncReason, ErrorCode, Event, MasterReply, PayloadFraming, ReplId, WirePhase, lossy_capped,
+    DesyncReason, ErrorCode, Event, EventSink, MasterReply, PayloadFraming, ReplId, WirePhase, lossy_capped,
 };
 use crate::wire::line::{BoundedBuf, LineFeed, trim_eol};
 use crate::wire::payload::{EOF_MARK_LEN, PayloadDecoder, PayloadStep};
@@ -90,7 +90,7 @@ impl ReplyDecoder {
     }
 
     /// Decodes `input`, pushing what it says onto `out`.
-    pub fn feed(&mut self, input: &[u8], ctx: ReplicaContext, out: &mut Vec<Event>) {
+    pub fn feed(&mut self, input: &[u8], ctx: ReplicaContext, out: &mut impl EventSink) {
         if ctx.plain_client && !matches!(self.state, State::Opaque) {
             self.state = State::Passthrough;
             self.line.clear();
@@ -163,14 +163,14 @@ impl ReplyDecoder {
         }
     }
 
-    fn desync(&mut self, out: &mut Vec<Event>, phase: WirePhase, reason: DesyncReason) {
+    fn desync(&mut self, out: &mut impl EventSink, phase: WirePhase, reason: DesyncReason) {
         out.push(Event::Desync { offset: self.position, phase, reason });
         self.state = State::Opaque;
         self.line.clear();
     }
 
     /// Interprets one complete line.
-    fn on_line(&mut self, awaiting_payload: bool, ctx: ReplicaContext, out: &mut Vec<Event>) {
+    fn on_line(&mut self, awaiting_payload: bool, ctx: ReplicaContext, out: &mut impl EventSink) {
         let raw = self.line.bytes();
         let line = trim_eol(raw);
         let phase = if awaiting_payload { WirePhase::AwaitingPayload } else { WirePhase::Handshake };
@@ -272,7 +272,7 @@ impl ReplyDecoder {
 }
 
 /// Pushes what a payload step found; returns whether the payload ended.
-fn report_payload_step(step: PayloadStep, out: &mut Vec<Event>) -> bool {
+fn report_payload_step(step: PayloadStep, out: &mut impl EventSink) -> bool {
     match step.finding {
         Some(Finding::Header(header)) => out.push(Event::RdbHeader { header }),
         Some(Finding::NotRdb(prefix)) => out.push(Event::NotRdb { prefix: hex(&prefix) }),
