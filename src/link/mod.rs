@@ -61,6 +61,8 @@ pub struct Link {
     /// Time forwarding waited on each side, indexed by [`Side::index`].
     #[serde(serialize_with = "serialize_blocked")]
     pub blocked: [Duration; 2],
+    /// An error line that came instead of the payload of a granted full sync.
+    pub payload_error: Option<ErrorReply>,
     /// Desyncs, at most one per direction.
     pub desyncs: Vec<DesyncFacts>,
     /// How it ended: the first side to close.
@@ -103,6 +105,7 @@ impl Link {
             stream: StreamFacts::default(),
             traffic: [Traffic::default(); 2],
             blocked: [Duration::ZERO; 2],
+            payload_error: None,
             desyncs: Vec::new(),
             close: None,
             partner: None,
@@ -362,8 +365,11 @@ impl Link {
                 if self.handshake.errors.len() < MAX_ERRORS_KEPT {
                     self.handshake.errors.push(ErrorReply { code: code.clone(), at });
                 }
-                // An error answering PSYNC/SYNC, or arriving where the payload should have been.
-                if self.request.is_some() && (self.answer.is_none() || self.phase() == Phase::WaitingBgsave) {
+                if self.phase() == Phase::WaitingBgsave {
+                    // A full sync was granted, then an error came where the payload should have been
+                    // (e.g. `-ERR BGSAVE failed, replication can't continue`).
+                    self.payload_error = Some(ErrorReply { code: code.clone(), at });
+                } else if self.request.is_some() && self.answer.is_none() {
                     self.answer = Some(SyncAnswer::Error { code: code.clone(), at });
                 }
             }
