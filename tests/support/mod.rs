@@ -148,3 +148,6 @@ pub fn whole(b: &[u8]) -> Vec<usize> {
 pub fn bytewise(b: &[u8]) -> Vec<usize> {
     vec![1; b.len()]
 }
+
+pub mod relay;
+pub mod server;
