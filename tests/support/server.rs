@@ -54,10 +54,10 @@ pub fn servers() -> Vec<ServerBin> {
             }
         }
     }
-    if found.is_empty() {
-        if let Ok(path) = which("redis-server") {
-            found.extend(ServerBin::probe("redis-server", &path));
-        }
+    if found.is_empty()
+        && let Ok(path) = which("redis-server")
+    {
+        found.extend(ServerBin::probe("redis-server", &path));
     }
     if found.is_empty() {
         let required = std::env::var("REPLSCOPE_REQUIRE_SERVERS").is_ok_and(|v| v == "1");
