@@ -131,8 +131,45 @@ fn command_stream(c: &mut Criterion) {
             black_box(commands)
         })
     });
+    // The same bytes through a whole Link: decoding plus the story (counts, offsets, traffic).
+    let mut link = replscope::link::Link::new(None, Timestamp::ZERO);
+    link.on_bytes(Direction::ReplicaToMaster, b"*3\r\n$5\r\nPSYNC\r\n$1\r\n?\r\n$2\r\n-1\r\n", Timestamp::ZERO);
+    link.on_bytes(Direction::MasterToReplica, pre, Timestamp::ZERO);
+    g.bench_function("sets_through_link", |b| {
+        b.iter(|| {
+            for slice in stream.chunks(SLICE) {
+                link.on_bytes(Direction::MasterToReplica, slice, Timestamp::ZERO);
+            }
+            assert!(link.desyncs.is_empty());
+            black_box(link.master_offset())
+        })
+    });
     g.finish();
 }
 
-criterion_group!(benches, rdb_path, command_stream);
+fn link_rdb(c: &mut Criterion) {
+    let body = big_rdb(256 << 20);
+    let pre = preamble(false, body.len());
+    let mut g = c.benchmark_group("rdb_256MiB_through_link");
+    g.throughput(Throughput::Bytes(body.len() as u64));
+    g.sample_size(10);
+    g.bench_function("sized", |b| {
+        b.iter(|| {
+            let mut link = replscope::link::Link::new(None, Timestamp::ZERO);
+            link.on_bytes(Direction::ReplicaToMaster, b"*3\r\n$5\r\nPSYNC\r\n$1\r\n?\r\n$2\r\n-1\r\n", Timestamp::ZERO);
+            link.on_bytes(Direction::MasterToReplica, &pre, Timestamp::ZERO);
+            for slice in body.chunks(SLICE) {
+                link.on_bytes(Direction::MasterToReplica, slice, Timestamp::ZERO);
+            }
+            assert!(matches!(
+                link.rdb.as_ref().and_then(|r| r.trailer),
+                Some(replscope::wire::TrailerCheck::Ok { .. })
+            ));
+            black_box(link.phase())
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, rdb_path, command_stream, link_rdb);
 criterion_main!(benches);

@@ -116,6 +116,7 @@ fn check(ex: &Expect, r: &Replay) {
     for (id, l) in r.links.iter() {
         assert!(l.desyncs.is_empty(), "{name}: link {id:?} desynced: {:?}", l.desyncs);
         assert!(l.close.is_some(), "{name}: link {id:?} never closed");
+        assert_eq!(l.unanswered_commands(), 0, "{name}: link {id:?} has handshake commands without replies");
     }
 
     // Every ACK the replica sent is an offset our stream passed through, never beyond the wire's current
@@ -230,7 +231,12 @@ fn check(ex: &Expect, r: &Replay) {
             for text in [&debug, &json] {
                 assert!(!text.contains(secret) && !text.contains(&hex_secret), "{name}: password leaked");
             }
-            assert!(l.handshake.errors.iter().any(|e| e.code == replscope::wire::ErrorCode::Noauth), "{name}");
+            let noauth = l.handshake.errors.iter().find(|e| e.code == replscope::wire::ErrorCode::Noauth);
+            assert_eq!(
+                noauth.map(|e| e.to),
+                Some(Some(replscope::link::HandshakeStep::Ping)),
+                "{name}: PING met NOAUTH"
+            );
         }
         let events = format!("{:?}", r.events);
         assert!(!events.contains(secret) && !events.contains(&hex_secret), "{name}: password in events");

@@ -275,6 +275,9 @@ fn the_sync_fallback_after_noauth_is_told_as_it_happened() {
     link.on_transport(TransportEvent::Closed { by: ClosedBy::Replica, how: CloseHow::Fin }, ms(9));
     assert_eq!(link.kind, LinkKind::Replication);
     assert_eq!(link.handshake.errors.iter().filter(|e| e.code == ErrorCode::Noauth).count(), 5);
+    let answered: Vec<_> = link.handshake.errors.iter().map(|e| e.to).collect();
+    use replscope::link::HandshakeStep as S;
+    assert_eq!(answered, [Some(S::Ping), Some(S::Replconf), Some(S::Replconf), Some(S::Psync), Some(S::Sync)]);
     assert!(matches!(link.request, Some(SyncRequest::Sync { at }) if at == ms(6)));
     assert!(matches!(link.answer, Some(SyncAnswer::Error { code: ErrorCode::Noauth, at }) if at == ms(7)));
     assert_eq!(phases(&link), [Phase::Handshake, Phase::Closed]);
@@ -348,6 +351,7 @@ fn garbage_in_each_phase_gives_one_desync_and_bytes_still_count() {
         ],
     );
     assert_eq!(desyncs(&ev), [(M2R, before + 27, WirePhase::Stream)]);
+    assert_eq!(link.desyncs[0].link_phase, Phase::Loading, "no ACK yet: the replica was still loading");
     assert_eq!(link.master_offset(), Some(27), "the offset stops at the last command understood");
     assert_eq!(link.stream.last_ack.map(|a| a.offset), Some(27));
     assert_eq!(link.phase(), Phase::Streaming);
@@ -387,7 +391,10 @@ fn a_plain_client_is_forwarded_uninterpreted_and_its_secrets_are_kept_out() {
         ],
     );
     assert_eq!(link.kind, LinkKind::Client);
-    assert_eq!(link.handshake.auth.as_ref().map(|a| a.user.as_deref()), Some(Some("app-user")));
+    assert_eq!(
+        link.handshake.auth.as_ref().map(|a| (a.user.as_deref(), a.accepted)),
+        Some((Some("app-user"), Some(true)))
+    );
     assert!(link.rdb.is_none(), "a bulk reply is not an RDB");
     assert!(ev.iter().any(|e| e.event == Event::PlainClient { first_command: "GET".into() }));
     assert_eq!(ev.len(), 3, "AUTH, +OK, then the verdict: nothing more is interpreted: {ev:?}");
@@ -488,6 +495,8 @@ fn auth_with_a_user_keeps_the_user_and_never_the_password() {
     );
     link.on_transport(TransportEvent::Closed { by: ClosedBy::Replica, how: CloseHow::Reset }, ms(10));
     assert_eq!(link.handshake.auth.as_ref().and_then(|a| a.user.as_deref()), Some("replicator"));
+    assert_eq!(link.handshake.auth.as_ref().and_then(|a| a.accepted), Some(false), "WRONGPASS refused it");
+    assert_eq!(link.handshake.errors.last().and_then(|e| e.to), Some(replscope::link::HandshakeStep::Auth));
     assert_eq!(
         link.handshake.errors.iter().map(|e| e.code.clone()).collect::<Vec<_>>(),
         [ErrorCode::Noauth, ErrorCode::Wrongpass]

@@ -81,13 +81,34 @@ pub struct PhaseChange {
     pub at: Timestamp,
 }
 
-/// That AUTH was used, and as whom. Never the password.
+/// That AUTH was used, as whom, and whether the master took it. Never the password.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct AuthFacts {
     /// The user of `AUTH <user> <password>`; `None` for the one-argument form (the default user).
     pub user: Option<String>,
     /// When.
     pub at: Timestamp,
+    /// `+OK` (true) or an error (false), once the master answered.
+    pub accepted: Option<bool>,
+}
+
+/// A replica command that the master answers with one reply line. The handshake is answered in order,
+/// so replies are matched to these first in, first out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HandshakeStep {
+    /// `PING`.
+    Ping,
+    /// `AUTH`.
+    Auth,
+    /// `REPLCONF` (anything but `ACK`, which is never answered).
+    Replconf,
+    /// `PSYNC`.
+    Psync,
+    /// `SYNC`.
+    Sync,
+    /// Any other command.
+    Other,
 }
 
 /// An error reply seen during the handshake.
@@ -95,6 +116,8 @@ pub struct AuthFacts {
 pub struct ErrorReply {
     /// Its code.
     pub code: ErrorCode,
+    /// The command it answered, when known.
+    pub to: Option<HandshakeStep>,
     /// When.
     pub at: Timestamp,
 }
@@ -340,6 +363,8 @@ pub struct Traffic {
 /// A decoder giving up on a direction.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct DesyncFacts {
+    /// The link's phase when it happened.
+    pub link_phase: Phase,
     /// The direction.
     pub direction: Direction,
     /// Byte position in that direction.

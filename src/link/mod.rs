@@ -11,12 +11,13 @@ mod facts;
 mod registry;
 mod transport;
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::time::Duration;
 
 pub use facts::{
-    Ack, AuthFacts, Close, DesyncFacts, ErrorReply, Handshake, LinkKind, MAX_ERRORS_KEPT, Phase, PhaseChange, RdbFacts,
-    StreamFacts, SyncAnswer, SyncKind, SyncRequest, Traffic,
+    Ack, AuthFacts, Close, DesyncFacts, ErrorReply, Handshake, HandshakeStep, LinkKind, MAX_ERRORS_KEPT, Phase,
+    PhaseChange, RdbFacts, StreamFacts, SyncAnswer, SyncKind, SyncRequest, Traffic,
 };
 pub use registry::{LinkId, Links};
 pub use transport::{CloseHow, ClosedBy, Side, TransportEvent};
@@ -32,6 +33,9 @@ pub(crate) enum PairKey {
     /// Redis 8: the main channel's client id (`+RDBCHANNELSYNC` on it, `main-ch-client-id` on the RDB one).
     MainClientId(u64),
 }
+
+/// How many unanswered replica commands a link tracks (a replica pipelines about six).
+const MAX_AWAITING: usize = 64;
 
 /// The story of one connection.
 #[derive(Debug, serde::Serialize)]
@@ -76,6 +80,9 @@ pub struct Link {
     /// A `+DUALCHANNELSYNC` was answered: the later `+CONTINUE` is the second step of a full sync.
     #[serde(skip)]
     dual_channel_main: bool,
+    /// Commands sent and not yet answered, oldest first (at most [`MAX_AWAITING`]).
+    #[serde(skip)]
+    awaiting: VecDeque<HandshakeStep>,
     /// The offset of a dual-channel main channel's second PSYNC.
     #[serde(skip)]
     dual_channel_continue_from: Option<i64>,
@@ -113,6 +120,7 @@ impl Link {
             scratch: Vec::new(),
             dual_channel_main: false,
             dual_channel_continue_from: None,
+            awaiting: VecDeque::new(),
         }
     }
 
@@ -146,6 +154,11 @@ impl Link {
     /// Whether the decoder gave up on a direction.
     pub fn is_opaque(&self, direction: Direction) -> bool {
         self.decoder.is_opaque(direction)
+    }
+
+    /// Replica commands still waiting for the master's reply.
+    pub fn unanswered_commands(&self) -> usize {
+        self.awaiting.len()
     }
 
     /// The events the last [`Link::on_bytes`] produced.
@@ -199,6 +212,7 @@ impl Link {
             Event::PayloadStart { framing } => {
                 if self.answer.is_none() {
                     // After `SYNC` the payload itself is the answer.
+                    self.answered();
                     self.answer = Some(SyncAnswer::BulkPayload { at });
                     self.sync_kind = Some(SyncKind::Full);
                 }
@@ -250,6 +264,7 @@ impl Link {
                 }
             }
             Event::Desync { offset, phase, reason } => self.desyncs.push(DesyncFacts {
+                link_phase: self.phase(),
                 direction: e.direction,
                 offset: *offset,
                 phase: *phase,
@@ -294,9 +309,30 @@ impl Link {
     }
 
     fn on_command(&mut self, command: &ReplicaCommand, at: Timestamp) {
+        let step = match command {
+            ReplicaCommand::Ping => Some(HandshakeStep::Ping),
+            ReplicaCommand::Auth { .. } => Some(HandshakeStep::Auth),
+            // ACKs (and the FACK riding on them) are never answered.
+            ReplicaCommand::Replconf(options)
+                if options.iter().any(|o| matches!(o, ReplconfOption::Ack(_) | ReplconfOption::GetAck)) =>
+            {
+                None
+            }
+            ReplicaCommand::Replconf(_) => Some(HandshakeStep::Replconf),
+            ReplicaCommand::Psync { .. } => Some(HandshakeStep::Psync),
+            ReplicaCommand::Sync => Some(HandshakeStep::Sync),
+            ReplicaCommand::Other(_) => Some(HandshakeStep::Other),
+        };
+        if let Some(step) = step
+            && self.awaiting.len() < MAX_AWAITING
+        {
+            self.awaiting.push_back(step);
+        }
         match command {
             ReplicaCommand::Ping | ReplicaCommand::Other(_) => {}
-            ReplicaCommand::Auth { user } => self.handshake.auth = Some(AuthFacts { user: user.clone(), at }),
+            ReplicaCommand::Auth { user } => {
+                self.handshake.auth = Some(AuthFacts { user: user.clone(), at, accepted: None });
+            }
             ReplicaCommand::Replconf(options) => {
                 for option in options {
                     self.on_replconf(option, at);
@@ -358,17 +394,28 @@ impl Link {
         self.become_replication();
     }
 
+    /// Pops the oldest unanswered command: the one a reply answers.
+    fn answered(&mut self) -> Option<HandshakeStep> {
+        self.awaiting.pop_front()
+    }
+
     fn on_reply(&mut self, reply: &MasterReply, at: Timestamp) {
+        let to = self.answered();
+        if to == Some(HandshakeStep::Auth)
+            && let Some(auth) = &mut self.handshake.auth
+        {
+            auth.accepted = Some(matches!(reply, MasterReply::Ok));
+        }
         match reply {
             MasterReply::Pong | MasterReply::Ok | MasterReply::Other(_) => {}
             MasterReply::Error { code, .. } => {
                 if self.handshake.errors.len() < MAX_ERRORS_KEPT {
-                    self.handshake.errors.push(ErrorReply { code: code.clone(), at });
+                    self.handshake.errors.push(ErrorReply { code: code.clone(), to, at });
                 }
                 if self.phase() == Phase::WaitingBgsave {
                     // A full sync was granted, then an error came where the payload should have been
                     // (e.g. `-ERR BGSAVE failed, replication can't continue`).
-                    self.payload_error = Some(ErrorReply { code: code.clone(), at });
+                    self.payload_error = Some(ErrorReply { code: code.clone(), to, at });
                 } else if self.request.is_some() && self.answer.is_none() {
                     self.answer = Some(SyncAnswer::Error { code: code.clone(), at });
                 }
