@@ -4,7 +4,9 @@
 //! This crate is layered as `../shared/DESIGN.md` describes:
 //! - [`wire`]: sans-IO decoders, bytes in, events out;
 //! - [`link`]: the per-connection story (phases, facts, timings) built from those events;
-//! - [`time`]: time as a value, passed in by the driver.
+//! - [`observe`]: renderings of that story;
+//! - [`time`]: time as a value, passed in by the driver;
+//! - [`recording`]: reading recorded links and replaying them into the core.
 //!
 //! Nothing here touches a socket or reads a clock.
 
@@ -12,5 +14,7 @@
 #![warn(missing_docs)]
 
 pub mod link;
+pub mod observe;
+pub mod recording;
 pub mod time;
 pub mod wire;

@@ -4,19 +4,9 @@
 
 use std::path::PathBuf;
 
-use replscope::time::Timestamp;
 use replscope::wire::Direction;
 
-/// One read the recording relay made, or one side's end of file.
-#[derive(Clone, Debug)]
-pub struct Read {
-    pub at: Timestamp,
-    pub conn: u32,
-    pub direction: Direction,
-    pub bytes: Vec<u8>,
-    /// This side closed its end (the relay read end-of-file).
-    pub eof: bool,
-}
+pub use replscope::recording::Read;
 
 /// The folder holding the recordings: `$REPLSCOPE_CAPTURES`, else `../shared/captures` beside the repo.
 pub fn captures_dir() -> PathBuf {
@@ -40,30 +30,7 @@ pub fn capture_names() -> Vec<String> {
 
 /// Loads one recording.
 pub fn load(name: &str) -> Vec<Read> {
-    let path = captures_dir().join(name);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|line| {
-            let v: serde_json::Value = serde_json::from_str(line).expect("valid JSON line");
-            let direction = match v["dir"].as_str() {
-                Some("m2r") => Direction::MasterToReplica,
-                Some("r2m") => Direction::ReplicaToMaster,
-                other => panic!("bad dir {other:?} in {name}"),
-            };
-            let bytes = v["hex"].as_str().map(|h| hex::decode(h).expect("hex")).unwrap_or_default();
-            if let Some(len) = v["len"].as_u64() {
-                assert_eq!(len as usize, bytes.len(), "{name}: recording truncated");
-            }
-            Read {
-                at: Timestamp::from_secs_f64(v["t"].as_f64().expect("t")),
-                conn: v["conn"].as_u64().expect("conn") as u32,
-                direction,
-                bytes,
-                eof: v["eof"].as_bool().unwrap_or(false),
-            }
-        })
-        .collect()
+    replscope::recording::load(&captures_dir().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 use replscope::link::{CloseHow, ClosedBy, LinkId, Links, TransportEvent};

@@ -1,0 +1,3 @@
+//! `observe`: renders the link model for people and programs. Reads links, never changes them.
+
+pub mod text;
