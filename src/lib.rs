@@ -8,13 +8,17 @@
 //! - [`time`]: time as a value, passed in by the driver;
 //! - [`recording`]: reading recorded links and replaying them into the core.
 //!
-//! Nothing here touches a socket or reads a clock.
+//! - [`proxy`]: the tokio driver, the only code that touches sockets and clocks.
+//!
+//! `wire` and `link` touch no socket and read no clock.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod link;
 pub mod observe;
+pub mod proxy;
 pub mod recording;
+pub mod size;
 pub mod time;
 pub mod wire;

@@ -20,7 +20,7 @@ fn replay_tells_each_connection_s_story() {
     assert_eq!((code, err.as_str()), (0, ""));
     assert!(out.contains("conn 1  replication"), "{out}");
     assert!(out.contains("PSYNC ? -1 → FULLRESYNC 589939f8… 0 (full)"), "{out}");
-    assert!(out.contains("EofMark · Redis 10 (server 7.0.15) · 57958 of 57958 bytes · crc ok"), "{out}");
+    assert!(out.contains("EofMark · Redis 10 (server 7.0.15) · 57958 of 57958 bytes · checksum ok"), "{out}");
     assert!(out.contains("offset 71 · last ack 71 (lag 0) · select 1 set 1 incr 1"), "{out}");
     assert!(out.contains("closed by master (fin) in streaming"), "{out}");
     assert!(out.contains("CONTINUE 589939f8… (partial)"), "{out}");

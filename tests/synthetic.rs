@@ -505,3 +505,34 @@ fn auth_with_a_user_keeps_the_user_and_never_the_password() {
         assert!(!text.contains("pa55") && !text.contains("70613535"), "password leaked: {text}");
     }
 }
+
+#[test]
+fn the_rdb_rate_is_over_the_last_second_then_the_average() {
+    let payload = rdb(10_000, Crc::Real);
+    assert!(payload.len() > 20 * 10_000 + 5 * 40_000, "payload of {} bytes too small for the test", payload.len());
+    let mut link = Link::new(None, ms(0));
+    feed(&mut link, 0, &handshake());
+    link.on_bytes(M2R, &fullresync(0), ms(10));
+    link.on_bytes(M2R, format!("${}\r\n", payload.len()).as_bytes(), ms(1000));
+    assert_eq!(link.rdb_rate(ms(1000)), Some(0.0));
+    // 10 KB per 100 ms for 2 s, then 40 KB per 100 ms: the rate follows the last second.
+    let mut sent = 0;
+    let mut t = 1000;
+    for step in 0..25 {
+        let n = if step < 20 { 10_000 } else { 40_000 };
+        t += 100;
+        link.on_bytes(M2R, &payload[sent..sent + n], ms(t));
+        sent += n;
+        if step == 19 {
+            let r = link.rdb_rate(ms(t)).expect("rate");
+            assert!((r - 100_000.0).abs() < 1.0, "after 2 s at 100 kB/s: {r}");
+        }
+    }
+    let r = link.rdb_rate(ms(t)).expect("rate");
+    assert!((r - 250_000.0).abs() < 1.0, "last second: 5 × 10 kB then 5 × 40 kB: {r}");
+    link.on_bytes(M2R, &payload[sent..], ms(t + 100));
+    t += 100;
+    let avg = link.rdb_rate(ms(t + 5000)).expect("average");
+    let expected = payload.len() as f64 / ((t - 1000) as f64 / 1000.0);
+    assert!((avg - expected).abs() < 1.0, "{avg} vs {expected}");
+}

@@ -34,6 +34,19 @@ pub(crate) enum PairKey {
     MainClientId(u64),
 }
 
+/// The window of the "current" RDB transfer rate.
+const RATE_WINDOW: Duration = Duration::from_secs(1);
+
+/// Keeps (time, bytes) samples at least 100 ms apart, one of them at least [`RATE_WINDOW`] old.
+fn sample_rate(samples: &mut VecDeque<(Timestamp, u64)>, now: Timestamp, bytes: u64) {
+    if samples.back().is_none_or(|(t, _)| now.since(*t) >= Duration::from_millis(100)) {
+        samples.push_back((now, bytes));
+    }
+    while samples.get(1).is_some_and(|(t, _)| now.since(*t) >= RATE_WINDOW) {
+        samples.pop_front();
+    }
+}
+
 /// How many unanswered replica commands a link tracks (a replica pipelines about six).
 const MAX_AWAITING: usize = 64;
 
@@ -73,6 +86,11 @@ pub struct Link {
     pub close: Option<Close>,
     /// The other connection of a two-channel sync, once paired.
     pub partner: Option<LinkId>,
+    /// Why the master could not be reached, when it could not.
+    pub connect_error: Option<String>,
+    /// Recent (time, RDB bytes) samples, for the transfer rate over the last second.
+    #[serde(skip)]
+    rate_samples: VecDeque<(Timestamp, u64)>,
     #[serde(skip)]
     decoder: Decoder,
     #[serde(skip)]
@@ -116,6 +134,8 @@ impl Link {
             desyncs: Vec::new(),
             close: None,
             partner: None,
+            connect_error: None,
+            rate_samples: VecDeque::new(),
             decoder: Decoder::new(),
             scratch: Vec::new(),
             dual_channel_main: false,
@@ -156,6 +176,28 @@ impl Link {
         self.decoder.is_opaque(direction)
     }
 
+    /// The RDB transfer rate in bytes per second: over the last second while the payload flows, the
+    /// transfer's average once it is complete, `None` before it starts.
+    pub fn rdb_rate(&self, now: Timestamp) -> Option<f64> {
+        let rdb = self.rdb.as_ref()?;
+        if let Some(done) = rdb.completed_at {
+            let secs = done.since(rdb.started_at).as_secs_f64();
+            return Some(if secs > 0.0 { rdb.transferred as f64 / secs } else { 0.0 });
+        }
+        let window_start = Timestamp::ZERO.plus(now.since(Timestamp::ZERO).saturating_sub(RATE_WINDOW));
+        // The newest sample at least a window old; a younger transfer is measured from its start.
+        let (t0, b0) =
+            self.rate_samples.iter().rev().find(|(t, _)| *t <= window_start).copied().unwrap_or((rdb.started_at, 0));
+        let secs = now.since(t0).as_secs_f64();
+        Some(if secs > 0.0 { rdb.transferred.saturating_sub(b0) as f64 / secs } else { 0.0 })
+    }
+
+    /// The master could not be reached: the proxy closes the replica's connection.
+    pub fn on_connect_failed(&mut self, kind: std::io::ErrorKind, message: String, now: Timestamp) {
+        self.connect_error = Some(message);
+        self.on_transport(TransportEvent::Closed { by: ClosedBy::Proxy, how: CloseHow::Error(kind) }, now);
+    }
+
     /// Replica commands still waiting for the master's reply.
     pub fn unanswered_commands(&self) -> usize {
         self.awaiting.len()
@@ -192,6 +234,11 @@ impl Link {
         }
         if let (Some((_, received)), Some(rdb)) = (self.decoder.payload_progress(), self.rdb.as_mut()) {
             rdb.transferred = received;
+        }
+        if let Some(rdb) = &self.rdb
+            && rdb.completed_at.is_none()
+        {
+            sample_rate(&mut self.rate_samples, now, rdb.transferred);
         }
         self.scratch = events;
         &self.scratch

@@ -73,6 +73,11 @@ impl Links {
         self.links.get(&id).map_or(&[], Link::last_events)
     }
 
+    /// Runs `f` on a link, if it exists.
+    pub fn with_link<T>(&mut self, id: LinkId, f: impl FnOnce(&mut Link) -> T) -> Option<T> {
+        self.links.get_mut(&id).map(f)
+    }
+
     /// Feeds a socket event to a link. Unknown ids are ignored.
     pub fn on_transport(&mut self, id: LinkId, event: TransportEvent, now: Timestamp) {
         if let Some(link) = self.links.get_mut(&id) {

@@ -1,3 +1,8 @@
-//! `observe`: renders the link model for people and programs. Reads links, never changes them.
+//! `observe`: renders the link model for people and programs (metrics, logs, text, JSON). Reads links,
+//! never changes them.
 
+pub mod api;
+pub mod log;
+pub mod metrics;
+pub mod table;
 pub mod text;

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use crate::link::{CloseHow, Link, LinkKind, SyncAnswer, SyncRequest};
 use crate::time::Timestamp;
-use crate::wire::{CommandName, Direction, PsyncId, TrailerCheck};
+use crate::wire::{CommandName, Direction, PsyncId};
 
 fn secs(t: Timestamp) -> String {
     format!("{:.3}s", t.as_micros() as f64 / 1e6)
@@ -67,16 +67,7 @@ pub fn describe(label: &str, link: &Link) -> String {
         let version = rdb.header.as_ref().map_or("?".into(), |h| format!("{:?} {}", h.magic, h.version));
         let server = rdb.server_version().unwrap_or("?");
         let size = rdb.size().map_or("?".into(), |n| n.to_string());
-        let trailer = match rdb.trailer {
-            Some(TrailerCheck::Ok { .. }) => "crc ok".to_string(),
-            Some(TrailerCheck::NotComputed) => "crc not computed".into(),
-            Some(TrailerCheck::Mismatch { expected, computed }) => {
-                format!("CRC MISMATCH (trailer {expected:016x}, bytes {computed:016x})")
-            }
-            Some(TrailerCheck::NoTrailer) => "no trailer".into(),
-            Some(TrailerCheck::NotRdb) => "not an RDB".into(),
-            None => "incomplete".into(),
-        };
+        let trailer = crate::observe::log::trailer_words(rdb.trailer);
         let _ = writeln!(
             s,
             "  rdb      {:?} · {version} (server {server}) · {} of {size} bytes · {trailer}",

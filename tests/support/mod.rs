@@ -116,5 +116,6 @@ pub fn bytewise(b: &[u8]) -> Vec<usize> {
     vec![1; b.len()]
 }
 
+pub mod proxy;
 pub mod relay;
 pub mod server;

@@ -84,6 +84,19 @@ pub struct Server {
     pub port: u16,
     pub dir: PathBuf,
     pub bin: ServerBin,
+    args: Vec<String>,
+}
+
+/// The server the proxy tests use: `$REPLSCOPE_REDIS_SERVER`, else `redis-server` on `PATH`. Missing, the
+/// test fails and says how to install one.
+pub fn redis_server() -> ServerBin {
+    let path = std::env::var_os("REPLSCOPE_REDIS_SERVER").map(PathBuf::from).or_else(|| which("redis-server").ok());
+    let Some(path) = path else {
+        panic!(
+            "no redis-server: install one (Debian/Ubuntu: apt-get install redis-server) or set REPLSCOPE_REDIS_SERVER"
+        )
+    };
+    ServerBin::probe("redis-server", &path).unwrap_or_else(|| panic!("{} does not run", path.display()))
 }
 
 impl Server {
@@ -94,6 +107,32 @@ impl Server {
             let dir = std::env::temp_dir().join(format!("replscope-test-{}-{port}-{attempt}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir).expect("temp dir");
+            let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            if let Some(server) = Self::spawn(bin, port, dir, args) {
+                return server;
+            }
+        }
+        panic!("could not start {}", bin.path.display());
+    }
+
+    /// Stops the server (SIGKILL) and starts it again on the same port, in the same folder.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let restarted = Self::spawn(&self.bin, self.port, self.dir.clone(), self.args.clone())
+            .unwrap_or_else(|| panic!("{} did not restart on port {}", self.bin.name, self.port));
+        let old = std::mem::replace(self, restarted);
+        std::mem::forget(old); // its process is gone and its folder is ours now
+    }
+
+    /// Stops the server (SIGKILL) without restarting it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn spawn(bin: &ServerBin, port: u16, dir: PathBuf, args: Vec<String>) -> Option<Server> {
+        {
             let mut cmd = Command::new(&bin.path);
             cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
                 .arg("--dir")
@@ -104,22 +143,23 @@ impl Server {
             if bin.debug_flag() {
                 cmd.args(["--enable-debug-command", "yes"]);
             }
-            cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+            cmd.args(&args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
             let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.path.display()));
-            let mut server = Server { child, port, dir, bin: bin.clone() };
+            let mut server = Server { child, port, dir, bin: bin.clone(), args };
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = server.child.try_wait() {
                     break; // exited: most likely the port was taken meanwhile
                 }
                 if server.try_cmd(&["PING"]).is_ok_and(|r| r == OwnedFrame::SimpleString(b"PONG".to_vec())) {
-                    return server;
+                    return Some(server);
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
             eprintln!("{} did not start on port {port}: {}", bin.name, server.log_tail());
+            // Keep the folder for a retry elsewhere; the process is dead or will be killed by Drop.
+            None
         }
-        panic!("could not start {}", bin.path.display());
     }
 
     /// The last lines of the server's log.
@@ -159,6 +199,40 @@ impl Server {
             Ok(frame) => frame,
             Err(e) => panic!("{} {args:?}: {e}", self.bin.name),
         }
+    }
+
+    /// Sends many commands on one connection, pipelined, and reads as many replies; panics on an error reply.
+    pub fn pipeline(&self, commands: &[Vec<String>]) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+        let mut req = Vec::new();
+        for args in commands {
+            req.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+            for a in args {
+                req.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+            }
+        }
+        s.write_all(&req).expect("write pipeline");
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 65536];
+        let mut replies = 0;
+        while replies < commands.len() {
+            let n = s.read(&mut chunk).expect("read replies");
+            assert!(n > 0, "server closed mid-pipeline");
+            buf.extend_from_slice(&chunk[..n]);
+            let mut used = 0;
+            while let Ok(Some((frame, len))) = decode(&buf[used..]) {
+                assert!(!matches!(frame, OwnedFrame::Error(_)), "{}: {frame:?}", self.bin.name);
+                used += len;
+                replies += 1;
+            }
+            buf.drain(..used);
+        }
+    }
+
+    /// The server's log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
     }
 
     /// `INFO <section>` as key → value.

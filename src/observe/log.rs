@@ -1,0 +1,187 @@
+//! Log lines, read from the link model: one INFO line per phase a link enters, carrying that phase's
+//! facts; a WARN line when a replication link ends (who, how, in which phase) or a decoder gives up.
+
+use crate::link::{CloseHow, ClosedBy, DesyncFacts, Link, LinkId, LinkKind, Phase, SyncAnswer, SyncRequest};
+use crate::wire::{PayloadFraming, PsyncId, TrailerCheck};
+
+/// Bytes as a person reads them: `1.34 GiB`, `57.9 KiB`, `512 B`.
+pub fn human_bytes(n: f64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{v:.0} B") } else { format!("{v:.2} {}", UNITS[unit]) }
+}
+
+/// The RDB trailer check in words.
+pub fn trailer_words(trailer: Option<TrailerCheck>) -> String {
+    match trailer {
+        Some(TrailerCheck::Ok { .. }) => "checksum ok".to_string(),
+        Some(TrailerCheck::NotComputed) => "checksum not computed by the master".into(),
+        Some(TrailerCheck::Mismatch { expected, computed }) => {
+            format!("CHECKSUM MISMATCH (trailer {expected:016x}, bytes {computed:016x})")
+        }
+        Some(TrailerCheck::NoTrailer) => "no RDB trailer".into(),
+        Some(TrailerCheck::NotRdb) => "not an RDB (compressed?), not checked".into(),
+        None => "incomplete".into(),
+    }
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(8)]
+}
+
+/// What entering `phase` means for this link, in a few words.
+pub fn phase_facts(link: &Link, phase: Phase) -> String {
+    match phase {
+        Phase::Handshake => match link.peer_ip {
+            Some(ip) => format!("connection from {ip}"),
+            None => "connection".into(),
+        },
+        Phase::WaitingBgsave => {
+            let asked = match &link.request {
+                Some(SyncRequest::Psync { replid: PsyncId::Unknown, .. }) => "PSYNC ? -1".to_string(),
+                Some(SyncRequest::Psync { replid: PsyncId::Id(id), offset, .. }) => {
+                    format!("PSYNC {}…:{offset}", short(id.as_str()))
+                }
+                Some(SyncRequest::Sync { .. }) => "SYNC".into(),
+                None => "-".into(),
+            };
+            match &link.answer {
+                Some(SyncAnswer::FullResync { replid, offset, .. }) => {
+                    format!("full resync {}…:{offset} (asked {asked})", short(replid.as_str()))
+                }
+                Some(SyncAnswer::DualChannelSync { .. }) => format!("full resync over a dual channel (asked {asked})"),
+                Some(SyncAnswer::RdbChannelSync { client_id, .. }) => {
+                    format!("full resync over an rdb channel, main client {client_id} (asked {asked})")
+                }
+                Some(SyncAnswer::EndOffset { offset, replid, client_id, .. }) => {
+                    format!("rdb channel {client_id}: RDB at {}…:{offset}", short(replid.as_str()))
+                }
+                _ => format!("full sync (asked {asked})"),
+            }
+        }
+        Phase::RdbTransfer => match &link.rdb {
+            Some(rdb) => match rdb.framing {
+                PayloadFraming::Sized { len } => format!("RDB {}, disk-framed", human_bytes(len as f64)),
+                PayloadFraming::EofMark => "RDB of unknown size, diskless (EOF-marked)".into(),
+            },
+            None => "RDB".into(),
+        },
+        Phase::Loading => match &link.rdb {
+            Some(rdb) => {
+                let secs = rdb.completed_at.map_or(0.0, |d| d.since(rdb.started_at).as_secs_f64());
+                let rate = if secs > 0.0 { rdb.transferred as f64 / secs } else { 0.0 };
+                let check = trailer_words(rdb.trailer);
+                let version = rdb.server_version().map(|v| format!(", written by {v}")).unwrap_or_default();
+                let took = if secs < 10.0 { format!("{secs:.3} s") } else { format!("{secs:.1} s") };
+                format!(
+                    "RDB done: {} in {took}, {}/s, {check}{version}",
+                    human_bytes(rdb.transferred as f64),
+                    human_bytes(rate)
+                )
+            }
+            None => "payload complete".into(),
+        },
+        Phase::Streaming => match (&link.answer, link.master_offset()) {
+            (Some(SyncAnswer::Continue { .. }), Some(off)) => format!("partial resync accepted, streaming from {off}"),
+            (_, Some(off)) => format!("replica loaded, streaming at offset {off}"),
+            _ => "streaming".into(),
+        },
+        Phase::Closed => match &link.close {
+            Some(c) => close_facts(link, c.by, c.how),
+            None => "closed".into(),
+        },
+    }
+}
+
+fn close_facts(link: &Link, by: ClosedBy, how: CloseHow) -> String {
+    let by = match by {
+        ClosedBy::Master => "master",
+        ClosedBy::Replica => "replica",
+        ClosedBy::Proxy => "proxy",
+    };
+    let how = match how {
+        CloseHow::Fin => "FIN".to_string(),
+        CloseHow::Reset => "RST".into(),
+        CloseHow::Error(kind) => format!("error: {kind}"),
+    };
+    let phase = link.close.as_ref().map_or("?", |c| c.phase.as_str());
+    let mut s = format!("closed by the {by} ({how}) in {phase}");
+    if let Some(c) = &link.close {
+        s.push_str(&format!(" after {:.1} s", c.time_in_phase.as_secs_f64()));
+    }
+    if let Some(rdb) = &link.rdb
+        && rdb.completed_at.is_none()
+    {
+        match rdb.size() {
+            Some(size) if size > 0 => s.push_str(&format!(
+                ", RDB {} of {} ({:.0}%)",
+                human_bytes(rdb.transferred as f64),
+                human_bytes(size as f64),
+                rdb.transferred as f64 * 100.0 / size as f64
+            )),
+            _ => s.push_str(&format!(", RDB {} so far", human_bytes(rdb.transferred as f64))),
+        }
+    }
+    if let Some(err) = &link.connect_error {
+        s.push_str(&format!(", master unreachable: {err}"));
+    }
+    s
+}
+
+/// Logs a phase a link entered.
+pub fn phase_entered(route: &str, id: LinkId, link: &Link, phase: Phase) {
+    if link.kind == LinkKind::Client {
+        return;
+    }
+    let replica = link.replica_endpoint().unwrap_or_else(|| "-".into());
+    let facts = phase_facts(link, phase);
+    if phase == Phase::Closed {
+        return; // `closed` says it, with the evidence, at WARN.
+    }
+    tracing::info!(route, link = id.0, replica, kind = link.kind.as_str(), phase = phase.as_str(), "{facts}");
+}
+
+/// Logs the end of a link.
+pub fn closed(route: &str, id: LinkId, link: &Link) {
+    let replica = link.replica_endpoint().unwrap_or_else(|| "-".into());
+    let Some(c) = &link.close else { return };
+    let facts = close_facts(link, c.by, c.how);
+    if link.kind == LinkKind::Client {
+        tracing::debug!(route, link = id.0, kind = link.kind.as_str(), "{facts}");
+    } else {
+        tracing::warn!(route, link = id.0, replica, kind = link.kind.as_str(), phase = c.phase.as_str(), "{facts}");
+    }
+}
+
+/// Logs a decoder giving up.
+pub fn desync(route: &str, id: LinkId, link: &Link, d: &DesyncFacts) {
+    let replica = link.replica_endpoint().unwrap_or_else(|| "-".into());
+    tracing::warn!(
+        route,
+        link = id.0,
+        replica,
+        direction = d.direction.as_str(),
+        "stopped following this direction at byte {} ({:?}, link in {}): {}; still forwarding",
+        d.offset,
+        d.phase,
+        d.link_phase.as_str(),
+        d.reason
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_read_like_a_person_writes_them() {
+        assert_eq!(human_bytes(512.0), "512 B");
+        assert_eq!(human_bytes(1536.0), "1.50 KiB");
+        assert_eq!(human_bytes(1.34 * 1024.0 * 1024.0 * 1024.0), "1.34 GiB");
+    }
+}

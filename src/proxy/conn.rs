@@ -1,0 +1,182 @@
+//! One proxied connection: dial the master, then two pumps, one per direction, each with one reused
+//! buffer of `--buffer` bytes. A pump reads at most a buffer, lets the link look at the bytes in place,
+//! and writes the same bytes out before it reads again, so at most one buffer per direction is held and
+//! a slow reader slows the sender exactly as it would without the proxy. A FIN is passed on as a FIN
+//! (half-close), a reset as a reset. Time spent waiting for a receiver that is not reading is measured.
+
+use std::io::ErrorKind;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::link::{CloseHow, ClosedBy, LinkId, Side, TransportEvent};
+use crate::proxy::route::Route;
+use crate::wire::Direction;
+
+/// How long dialling the master may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// TCP keepalive idle time on both sockets: a dead peer is noticed in minutes, not hours.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+
+/// Sets TCP_NODELAY and keepalive; failures are harmless and ignored.
+pub fn tune(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let sock = socket2::SockRef::from(stream);
+    let keepalive = socket2::TcpKeepalive::new().with_time(KEEPALIVE_IDLE).with_interval(Duration::from_secs(10));
+    let _ = sock.set_tcp_keepalive(&keepalive);
+}
+
+/// Dials the master, resolving its name anew each time (masters move).
+async fn dial(master: &str) -> std::io::Result<TcpStream> {
+    let mut last = std::io::Error::new(ErrorKind::NotFound, format!("{master} resolved to no address"));
+    for addr in tokio::net::lookup_host(master).await? {
+        match TcpStream::connect(addr).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// Serves one accepted replica-side connection to its end.
+pub async fn serve(
+    route: Arc<Route>,
+    master: Arc<str>,
+    buffer: usize,
+    replica: TcpStream,
+    id: LinkId,
+    shutdown: CancellationToken,
+) {
+    tune(&replica);
+    let dialled = tokio::select! {
+        r = tokio::time::timeout(CONNECT_TIMEOUT, dial(&master)) => r,
+        _ = shutdown.cancelled() => {
+            route.on_transport(id, TransportEvent::Closed { by: ClosedBy::Proxy, how: CloseHow::Fin });
+            route.finish(id);
+            return;
+        }
+    };
+    let master_stream = match dialled {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            route.connect_failed(id, &e);
+            route.finish(id);
+            return;
+        }
+        Err(_) => {
+            let e = std::io::Error::new(
+                ErrorKind::TimedOut,
+                format!("no connection to {master} within {CONNECT_TIMEOUT:?}"),
+            );
+            route.connect_failed(id, &e);
+            route.finish(id);
+            return;
+        }
+    };
+    tune(&master_stream);
+    let (replica_rd, replica_wr) = replica.into_split();
+    let (master_rd, master_wr) = master_stream.into_split();
+    let abort = shutdown.child_token();
+    tokio::join!(
+        pump(&route, id, replica_rd, master_wr, Direction::ReplicaToMaster, buffer, &abort),
+        pump(&route, id, master_rd, replica_wr, Direction::MasterToReplica, buffer, &abort),
+    );
+    if shutdown.is_cancelled() {
+        route.on_transport(id, TransportEvent::Closed { by: ClosedBy::Proxy, how: CloseHow::Fin });
+    }
+    route.finish(id);
+}
+
+fn sides(direction: Direction) -> (Side, Side) {
+    match direction {
+        Direction::MasterToReplica => (Side::Master, Side::Replica),
+        Direction::ReplicaToMaster => (Side::Replica, Side::Master),
+    }
+}
+
+/// Moves bytes one way until the source ends, a side fails, or `abort` fires.
+async fn pump(
+    route: &Route,
+    id: LinkId,
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    direction: Direction,
+    buffer: usize,
+    abort: &CancellationToken,
+) {
+    let (source, sink) = sides(direction);
+    let mut buf = vec![0u8; buffer.max(1)];
+    loop {
+        let read = tokio::select! {
+            r = from.read(&mut buf) => r,
+            _ = abort.cancelled() => return,
+        };
+        let n = match read {
+            Ok(0) => {
+                route.on_transport(id, TransportEvent::Closed { by: source.into(), how: CloseHow::Fin });
+                let _ = to.shutdown().await;
+                return;
+            }
+            Ok(n) => n,
+            Err(e) => {
+                let how =
+                    if e.kind() == ErrorKind::ConnectionReset { CloseHow::Reset } else { CloseHow::Error(e.kind()) };
+                route.on_transport(id, TransportEvent::Closed { by: source.into(), how });
+                reset(&to);
+                abort.cancel();
+                return;
+            }
+        };
+        route.on_bytes(id, direction, &buf[..n]);
+        match write_all(&mut to, &buf[..n], abort).await {
+            Ok(blocked) => {
+                if !blocked.is_zero() {
+                    route.on_transport(id, TransportEvent::WriteBlocked { side: sink, duration: blocked });
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => return,
+            Err(e) => {
+                let how = match e.kind() {
+                    ErrorKind::ConnectionReset | ErrorKind::BrokenPipe => CloseHow::Reset,
+                    kind => CloseHow::Error(kind),
+                };
+                route.on_transport(id, TransportEvent::Closed { by: sink.into(), how });
+                abort.cancel();
+                return;
+            }
+        }
+    }
+}
+
+/// Makes the socket behind `half` send a reset when it is closed (SO_LINGER 0).
+fn reset(half: &OwnedWriteHalf) {
+    let stream: &TcpStream = half.as_ref();
+    let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
+}
+
+/// Writes all of `data`, returning how long it waited for the receiver to make room.
+async fn write_all(to: &mut OwnedWriteHalf, mut data: &[u8], abort: &CancellationToken) -> std::io::Result<Duration> {
+    let mut blocked = Duration::ZERO;
+    while !data.is_empty() {
+        match to.try_write(data) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                let waited = Instant::now();
+                tokio::select! {
+                    r = to.writable() => r?,
+                    _ = abort.cancelled() => return Err(ErrorKind::Interrupted.into()),
+                }
+                blocked += waited.elapsed();
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(blocked)
+}

@@ -1,0 +1,160 @@
+//! `proxy`: the driver. The only code that touches sockets and clocks: it accepts replica connections,
+//! dials the master, forwards bytes both ways through bounded buffers, feeds the link model, and serves
+//! the HTTP API. Everything it knows about the protocol comes from `wire` and `link`.
+
+pub mod conn;
+pub mod http;
+pub mod route;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use route::Route;
+
+/// How long, at shutdown, open links get to close before the proxy exits anyway.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// What a proxy needs to run.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    /// The master, `host:port`; resolved for each new connection.
+    pub master: String,
+    /// Where replicas connect.
+    pub listen: String,
+    /// The route's name (a metrics label).
+    pub name: String,
+    /// Where `/metrics` and `/api` are served.
+    pub http: String,
+    /// Bytes buffered per direction per link.
+    pub buffer: usize,
+    /// Most connections open at once; more are refused.
+    pub max_links: usize,
+}
+
+/// Why a proxy could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// A listening address could not be bound.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// Which listener.
+        what: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The HTTP server failed.
+    #[error("HTTP server on {addr}: {source}")]
+    Http {
+        /// Its address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A bound proxy, ready to run.
+pub struct Proxy {
+    config: ProxyConfig,
+    listener: TcpListener,
+    http: TcpListener,
+    route: Arc<Route>,
+}
+
+impl Proxy {
+    /// Binds the replica listener and the HTTP listener.
+    pub async fn bind(config: ProxyConfig) -> Result<Proxy, ProxyError> {
+        let listener = TcpListener::bind(&config.listen).await.map_err(|source| ProxyError::Bind {
+            addr: config.listen.clone(),
+            what: "--listen",
+            source,
+        })?;
+        let http = TcpListener::bind(&config.http).await.map_err(|source| ProxyError::Bind {
+            addr: config.http.clone(),
+            what: "--http",
+            source,
+        })?;
+        let route = Arc::new(Route::new(&config.name));
+        Ok(Proxy { config, listener, http, route })
+    }
+
+    /// Where replicas connect.
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    /// Where the HTTP API is.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.local_addr().ok()
+    }
+
+    /// The route's state (links, metrics).
+    pub fn route(&self) -> Arc<Route> {
+        Arc::clone(&self.route)
+    }
+
+    /// Runs until `shutdown` completes: then stops accepting, closes every link, and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ProxyError> {
+        let Proxy { config, listener, http, route } = self;
+        let stop = CancellationToken::new();
+        let http_addr = http
+            .local_addr()
+            .map_err(|source| ProxyError::Http { addr: SocketAddr::from(([0, 0, 0, 0], 0)), source })?;
+        let app = http::router(Arc::clone(&route));
+        let http_stop = stop.clone();
+        let http_task = tokio::spawn(async move {
+            axum::serve(http, app).with_graceful_shutdown(async move { http_stop.cancelled().await }).await
+        });
+        tracing::info!(
+            route = route.name(),
+            master = %config.master,
+            listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            http = %http_addr,
+            "replscope proxy ready"
+        );
+        let master: Arc<str> = Arc::from(config.master.as_str());
+        let mut conns = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => {
+                    let (stream, peer) = match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            // EMFILE and friends: wait a little rather than spin.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    if route.open_links() >= config.max_links {
+                        tracing::warn!(%peer, max_links = config.max_links, "refusing a connection: --max-links reached");
+                        drop(stream);
+                        continue;
+                    }
+                    let id = route.open(peer);
+                    conns.spawn(conn::serve(Arc::clone(&route), Arc::clone(&master), config.buffer, stream, id, stop.child_token()));
+                }
+                Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            }
+        }
+        drop(listener);
+        stop.cancel();
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async { while conns.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            conns.abort_all();
+        }
+        match http_task.await {
+            Ok(Ok(())) | Err(_) => Ok(()),
+            Ok(Err(source)) => Err(ProxyError::Http { addr: http_addr, source }),
+        }
+    }
+}

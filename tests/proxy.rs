@@ -1,0 +1,240 @@
+//! `replscope proxy` on live links between real servers (`redis-server` from PATH or
+//! `$REPLSCOPE_REDIS_SERVER`): disk and diskless full syncs, a 10,000-command write load, a partial
+//! resync after `CLIENT KILL TYPE replica`, a master that is down, a master that restarts; each checked
+//! against what the servers say (`DEBUG DIGEST`, `INFO`, their logs, the RDB file the replica wrote) and
+//! through the proxy's metrics, API and logs.
+
+mod support;
+
+use std::time::Duration;
+
+use support::proxy::ProxyProc;
+use support::server::{Server, redis_server};
+
+fn info_i64(server: &Server, section: &str, key: &str) -> Option<i64> {
+    server.info(section).get(key)?.parse().ok()
+}
+
+fn digest(server: &Server) -> String {
+    format!("{:?}", server.cmd(&["DEBUG", "DIGEST"]))
+}
+
+fn link_up(replica: &Server) {
+    replica.wait_for("the replica's link to come up", 60, || {
+        (replica.info("replication").get("master_link_status").map(String::as_str) == Some("up")).then_some(())
+    });
+}
+
+/// Waits until master, replica and proxy agree on the offset and the replica has acknowledged it.
+fn at_rest(master: &Server, replica: &Server, proxy: &ProxyProc, replica_ep: &str) -> i64 {
+    master.wait_for("offsets to agree and the lag to reach 0", 30, || {
+        let m = info_i64(master, "replication", "master_repl_offset")?;
+        let r = info_i64(replica, "replication", "slave_repl_offset")?;
+        let metrics = proxy.metrics();
+        let labels = [("replica", replica_ep)];
+        let ours = metrics.get("replscope_master_offset_bytes", &labels)? as i64;
+        let ack = metrics.get("replscope_replica_ack_offset_bytes", &labels)? as i64;
+        let lag = metrics.get("replscope_replica_lag_bytes", &labels)?;
+        (m == r && m == ours && m == ack && lag == 0.0).then_some(m)
+    })
+}
+
+fn load(master: &Server, n: usize) {
+    let commands: Vec<Vec<String>> = (0..n)
+        .map(|i| match i % 4 {
+            0 | 1 => vec!["SET".into(), format!("load:{i}"), format!("value-{i}")],
+            2 => vec!["INCR".into(), "counter".into()],
+            _ => vec!["HSET".into(), format!("h:{}", i % 100), format!("f{i}"), "v".into()],
+        })
+        .collect();
+    master.pipeline(&commands);
+}
+
+fn full_then_partial(diskless: bool) {
+    let bin = redis_server();
+    let mode = if diskless { "yes" } else { "no" };
+    let master = Server::start(
+        &bin,
+        &["--rdbcompression", "no", "--repl-diskless-sync", mode, "--repl-diskless-sync-delay", "0"],
+    );
+    master.cmd(&["DEBUG", "POPULATE", "30000", "key", "200"]);
+    let proxy = ProxyProc::start(master.port, &["--buffer", "64KiB"]);
+    let replica = Server::start(&bin, &["--replicaof", "127.0.0.1", &proxy.listen_port.to_string()]);
+    let ep = format!("127.0.0.1:{}", replica.port);
+    link_up(&replica);
+    load(&master, 10_000);
+    let offset = at_rest(&master, &replica, &proxy, &ep);
+    assert_eq!(digest(&master), digest(&replica), "datasets differ after the full sync");
+
+    // The RDB: what the proxy counted is what the replica received and wrote to disk.
+    let m = proxy.metrics();
+    let full = [("replica", ep.as_str()), ("kind", "full")];
+    assert_eq!(m.get("replscope_syncs_total", &full), Some(1.0), "{}", m.text);
+    let transferred = m.get("replscope_rdb_transferred_bytes", &[("replica", &ep)]).expect("rdb transferred") as u64;
+    let on_disk = std::fs::metadata(replica.dir.join("dump.rdb")).map(|f| f.len()).expect("the replica's dump.rdb");
+    assert_eq!(transferred, on_disk, "RDB bytes forwarded vs the file the replica wrote");
+    assert!(transferred > 6_000_000, "30,000 × 200-byte values uncompressed: {transferred} bytes?");
+    if !diskless {
+        let logged = replica
+            .log()
+            .lines()
+            .find_map(|l| l.split("receiving ").nth(1)?.split(" bytes from master").next()?.parse::<u64>().ok())
+            .expect("the replica logs the size it receives");
+        assert_eq!(transferred, logged, "RDB bytes forwarded vs the size the replica logged");
+        assert_eq!(m.get("replscope_rdb_size_bytes", &[("replica", &ep)]), Some(logged as f64));
+    }
+    assert_eq!(m.get("replscope_rdb_checksum_failures_total", &[]), None, "no checksum failure");
+    assert_eq!(m.get("replscope_stream_commands_total", &[("command", "set")]), Some(5000.0));
+    assert_eq!(m.get("replscope_stream_commands_total", &[("command", "incr")]), Some(2500.0));
+    assert_eq!(m.get("replscope_stream_commands_total", &[("command", "hset")]), Some(2500.0));
+    assert_eq!(m.get("replscope_link_phase", &[("replica", &ep), ("phase", "streaming")]), Some(1.0));
+    assert_eq!(m.get("replscope_links", &[("kind", "replication")]), Some(1.0));
+    for h in ["replscope_rdb_transfer_seconds", "replscope_replica_load_seconds", "replscope_full_sync_seconds"] {
+        assert_eq!(m.get(&format!("{h}_count"), &[]), Some(1.0), "{h}");
+    }
+
+    // The API tells the same story.
+    let links = proxy.links();
+    assert_eq!(links.len(), 1, "{links:?}");
+    let l = &links[0];
+    assert_eq!(
+        (l["kind"].as_str(), l["replica"].as_str(), l["open"].as_bool()),
+        (Some("replication"), Some(ep.as_str()), Some(true))
+    );
+    let phases: Vec<&str> =
+        l["phases"].as_array().expect("phases").iter().filter_map(|p| p["phase"].as_str()).collect();
+    assert_eq!(phases, ["handshake", "waiting_bgsave", "rdb_transfer", "loading", "streaming"]);
+    assert_eq!(l["rdb"]["trailer"]["status"], "ok");
+    assert_eq!(
+        l["rdb"]["framing"],
+        if diskless { serde_json::json!("eof_mark") } else { serde_json::json!({"sized": {"len": transferred}}) }
+    );
+    assert_eq!(l["master_offset"].as_i64(), Some(offset));
+    assert_eq!(l["lag_bytes"].as_i64(), Some(0));
+    let id = l["id"].as_u64().expect("id");
+    assert_eq!(proxy.get(&format!("/api/links/{id}")).0, 200);
+    assert_eq!(proxy.get("/api/links/999999").0, 404);
+    assert_eq!(proxy.get("/healthz").0, 200);
+
+    // Byte counts: what the proxy forwarded each way is what each server says it sent and received on
+    // the replication link (INFO stats, 7.0+).
+    if bin.version >= (7, 0, 0) {
+        let fwd = |dir| {
+            m.get("replscope_forwarded_bytes_total", &[("replica", &ep), ("direction", dir)]).unwrap_or(0.0) as i64
+        };
+        let to_replica = fwd("master_to_replica");
+        let replica_in = info_i64(&replica, "stats", "total_net_repl_input_bytes").expect("replica input bytes");
+        // The replica counts from the payload on; the proxy also forwarded the handshake replies
+        // (+PONG, +OK for each REPLCONF) and the +FULLRESYNC line, which the story spells out.
+        let answer = &l["answer"];
+        let fullresync = format!("+FULLRESYNC {} {}\r\n", answer["replid"].as_str().expect("replid"), answer["offset"]);
+        let handshake_replies = "+PONG\r\n".len() + 2 * "+OK\r\n".len() + fullresync.len();
+        assert_eq!(to_replica, replica_in + handshake_replies as i64, "master→replica bytes: proxy vs replica");
+    }
+
+    // A partial resync: the master kills the replica's connection; it comes back with PSYNC.
+    master.cmd(&["CLIENT", "KILL", "TYPE", "replica"]);
+    master.wait_for("a partial resync", 30, || {
+        let m = proxy.metrics();
+        (m.get("replscope_syncs_total", &[("replica", &ep), ("kind", "partial")]) == Some(1.0)).then_some(())
+    });
+    load(&master, 1000);
+    at_rest(&master, &replica, &proxy, &ep);
+    assert_eq!(digest(&master), digest(&replica), "datasets differ after the partial resync");
+    let m = proxy.metrics();
+    assert_eq!(m.get("replscope_syncs_total", &full), Some(1.0), "still one full sync");
+    assert_eq!(
+        m.get("replscope_disconnects_total", &[("replica", &ep), ("closed_by", "master"), ("phase", "streaming")]),
+        Some(1.0),
+        "{}",
+        m.text
+    );
+    let links = proxy.links();
+    assert_eq!(links.len(), 2);
+    assert_eq!(links[0]["close"]["by"], "master");
+    assert_eq!(links[1]["answer"]["answer"], "continue");
+
+    // The logs: a line per phase, a warning for the end of the first link.
+    let logs = proxy.logs();
+    let said = |needle: &str| logs.iter().any(|l| l["message"].as_str().is_some_and(|m| m.contains(needle)));
+    assert!(said("full resync"), "{logs:?}");
+    assert!(said("RDB done") && said("checksum ok"), "{logs:?}");
+    assert!(said("partial resync accepted"), "{logs:?}");
+    assert!(
+        logs.iter()
+            .any(|l| l["level"] == "WARN" && l["message"].as_str().is_some_and(|m| m.contains("closed by the master")))
+    );
+
+    // SIGTERM: the proxy closes its links and exits 0.
+    assert_eq!(proxy.terminate(), Some(0));
+}
+
+#[test]
+fn disk_full_sync_load_and_partial_resync_through_the_proxy() {
+    full_then_partial(false);
+}
+
+#[test]
+fn diskless_full_sync_load_and_partial_resync_through_the_proxy() {
+    full_then_partial(true);
+}
+
+#[test]
+fn a_master_that_is_down_is_recorded_and_the_replica_is_closed() {
+    let port = support::server::free_port();
+    let proxy = ProxyProc::start(port, &[]);
+    let mut client = std::net::TcpStream::connect(("127.0.0.1", proxy.listen_port)).expect("connect to the proxy");
+    client.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
+    let mut buf = [0u8; 16];
+    let n = std::io::Read::read(&mut client, &mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "the proxy closes the replica's connection");
+    let links = proxy.links();
+    assert_eq!(links.len(), 1);
+    assert_eq!(links[0]["close"]["by"], "proxy");
+    assert!(links[0]["connect_error"].as_str().is_some_and(|e| e.contains("refused")), "{:?}", links[0]);
+    assert!(proxy.logs().iter().any(|l| l["message"].as_str().is_some_and(|m| m.contains("master unreachable"))));
+}
+
+#[test]
+fn a_restarted_master_ends_the_link_and_the_replica_syncs_again_through_the_proxy() {
+    let bin = redis_server();
+    let mut master = Server::start(&bin, &["--repl-diskless-sync", "no"]);
+    master.cmd(&["DEBUG", "POPULATE", "1000", "key", "50"]);
+    let proxy = ProxyProc::start(master.port, &[]);
+    let replica = Server::start(&bin, &["--replicaof", "127.0.0.1", &proxy.listen_port.to_string()]);
+    let ep = format!("127.0.0.1:{}", replica.port);
+    link_up(&replica);
+    at_rest(&master, &replica, &proxy, &ep);
+
+    master.kill();
+    // While it is down, the replica's attempts fail at the proxy, which records why.
+    master.wait_for("a refused connection to be recorded", 30, || {
+        proxy.links().iter().any(|l| l["connect_error"].as_str().is_some_and(|e| e.contains("refused"))).then_some(())
+    });
+    // Without its RDB (which the disk-based sync left behind, and from which Redis 7 would restore its
+    // replication id and grant a partial resync), the master comes back with a new history.
+    let _ = std::fs::remove_file(master.dir.join("dump.rdb"));
+    master.restart();
+    master.cmd(&["SET", "after", "restart"]);
+    link_up(&replica);
+    at_rest(&master, &replica, &proxy, &ep);
+    assert_eq!(digest(&master), digest(&replica));
+    assert_eq!(info_i64(&master, "stats", "sync_full"), Some(1), "the restarted master served one full sync");
+    let m = proxy.metrics();
+    assert_eq!(
+        m.get("replscope_syncs_total", &[("replica", &ep), ("kind", "full")]),
+        Some(2.0),
+        "{}\n{}",
+        m.all("replscope_syncs_total").iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join("\n"),
+        serde_json::to_string_pretty(&proxy.links()).unwrap_or_default()
+    );
+    let links = proxy.links();
+    let first = &links[0];
+    assert_eq!((first["close"]["by"].as_str(), first["close"]["phase"].as_str()), (Some("master"), Some("streaming")));
+    let last = links.last().expect("links");
+    assert_eq!((last["open"].as_bool(), last["sync_kind"].as_str()), (Some(true), Some("full")));
+    assert!(
+        m.get("replscope_disconnects_total", &[("replica", &ep), ("closed_by", "master"), ("phase", "streaming")])
+            == Some(1.0)
+    );
+}

@@ -1,0 +1,162 @@
+//! The `replscope proxy` binary as a subprocess for tests: started on ports it picks itself, its JSON log
+//! lines collected, its HTTP API read, and killed (by PID) when dropped.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A running proxy.
+pub struct ProxyProc {
+    child: Child,
+    pub listen_port: u16,
+    pub http: String,
+    logs: Arc<Mutex<Vec<serde_json::Value>>>,
+}
+
+impl ProxyProc {
+    /// Starts `replscope proxy --master 127.0.0.1:<master_port>` with `extra` arguments.
+    pub fn start(master_port: u16, extra: &[&str]) -> ProxyProc {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_replscope"))
+            .args(["proxy", "--master", &format!("127.0.0.1:{master_port}"), "--name", "main"])
+            .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--log-format", "json"])
+            .args(extra)
+            .env("REPLSCOPE_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start replscope proxy");
+        let stderr = child.stderr.take().expect("stderr");
+        let logs: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+        let sink = Arc::clone(&logs);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let v = serde_json::from_str(&line).unwrap_or_else(|_| serde_json::json!({ "raw": line }));
+                sink.lock().unwrap_or_else(|p| p.into_inner()).push(v);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ready = logs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .find(|l| l["message"] == "replscope proxy ready")
+                .cloned();
+            if let Some(l) = ready {
+                let listen = l["listen"].as_str().expect("listen address").to_string();
+                let listen_port = listen.rsplit(':').next().and_then(|p| p.parse().ok()).expect("listen port");
+                let http = l["http"].as_str().expect("http address").to_string();
+                return ProxyProc { child, listen_port, http, logs };
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("replscope proxy exited with {status}: {:?}", logs.lock().unwrap_or_else(|p| p.into_inner()));
+            }
+            assert!(Instant::now() < deadline, "replscope proxy did not get ready");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The JSON log lines so far.
+    pub fn logs(&self) -> Vec<serde_json::Value> {
+        self.logs.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// GET a path of the HTTP API: (status, body).
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http_get(&self.http, path)
+    }
+
+    /// `/api/links`, parsed.
+    pub fn links(&self) -> Vec<serde_json::Value> {
+        let (status, body) = self.get("/api/links");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).expect("JSON").as_array().cloned().expect("an array")
+    }
+
+    /// `/metrics`, parsed into (name, labels, value) samples.
+    pub fn metrics(&self) -> Metrics {
+        let (status, body) = self.get("/metrics");
+        assert_eq!(status, 200);
+        Metrics::parse(&body)
+    }
+
+    /// Sends SIGTERM and waits for the exit code.
+    pub fn terminate(mut self) -> Option<i32> {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for ProxyProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.1 GET: (status, body).
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect to the API");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("request");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("response");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("HTTP response");
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("status");
+    (status, body.to_string())
+}
+
+/// Label pairs of one sample.
+pub type Labels = Vec<(String, String)>;
+
+/// Prometheus samples.
+pub struct Metrics {
+    pub text: String,
+    samples: Vec<(String, Labels, f64)>,
+}
+
+impl Metrics {
+    pub fn parse(text: &str) -> Metrics {
+        let mut samples = Vec::new();
+        for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+            let (series, value) = line.rsplit_once(' ').expect("sample line");
+            let (name, labels) = match series.split_once('{') {
+                Some((n, rest)) => (n, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let labels = labels
+                .split("\",")
+                .filter(|p| !p.is_empty())
+                .filter_map(|p| p.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
+                .collect();
+            samples.push((name.to_string(), labels, value.parse().unwrap_or(f64::NAN)));
+        }
+        Metrics { text: text.to_string(), samples }
+    }
+
+    /// The value of the one sample of `name` whose labels include `labels`.
+    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.samples
+            .iter()
+            .filter(|(n, l, _)| n == name && labels.iter().all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v)))
+            .map(|(_, _, v)| *v)
+            .next()
+    }
+
+    /// Every sample of `name`.
+    pub fn all(&self, name: &str) -> Vec<(Labels, f64)> {
+        self.samples.iter().filter(|(n, ..)| n == name).map(|(_, l, v)| (l.clone(), *v)).collect()
+    }
+}
