@@ -107,10 +107,14 @@ fn parse_buffer(s: &str) -> Result<usize, String> {
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            // Help and version go to stdout with success; usage errors to stderr with exit 2.
+        Err(e) if !e.use_stderr() => {
+            // --help and --version: stdout, success.
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("replscope: {} (see --help)", one_line(&e.to_string()));
+            return ExitCode::from(2);
         }
     };
     match run(cli) {
@@ -120,6 +124,18 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// A clap error on one line: its text up to the usage, without the `error:` prefix.
+fn one_line(text: &str) -> String {
+    let words: Vec<&str> = text
+        .lines()
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let joined = words.join(" ");
+    joined.strip_prefix("error: ").unwrap_or(&joined).to_string()
 }
 
 fn init_logs(format: LogFormat) {

@@ -55,8 +55,58 @@ fn bad_input_is_one_line_and_exit_2() {
         assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
         assert!(err.starts_with(want), "{args:?}: {err}");
     }
-    let (code, _, err) = replscope(&["replay"]);
-    assert_eq!(code, 2);
-    assert!(err.contains("Usage"), "{err}");
+    for (args, want) in [
+        (vec!["replay"], "replscope: the following required arguments were not provided: <FILE> (see --help)"),
+        (
+            vec!["proxy"],
+            "replscope: the following required arguments were not provided: --master <MASTER> (see --help)",
+        ),
+        (
+            vec!["proxy", "--master", "m:6379", "--buffer", "lots"],
+            "replscope: invalid value 'lots' for '--buffer <BUFFER>'",
+        ),
+        (
+            vec!["proxy", "--master", "m:6379", "--buffer", "10"],
+            "replscope: invalid value '10' for '--buffer <BUFFER>': 10 is outside",
+        ),
+        (vec!["frobnicate"], "replscope: unrecognized subcommand 'frobnicate'"),
+    ] {
+        let (code, out, err) = replscope(&args);
+        assert_eq!((code, out.as_str()), (2, ""), "{args:?}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with(want), "{args:?}: {err}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_address_in_use_is_one_line_and_exit_2() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    for flag in ["--listen", "--http"] {
+        let mut args = vec!["proxy", "--master", "127.0.0.1:1", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"];
+        let i = args.iter().position(|a| *a == flag).expect("flag") + 1;
+        args[i] = &addr;
+        let (code, _, err) = replscope(&args);
+        assert_eq!(code, 2, "{flag}: {err}");
+        let line = err.lines().last().unwrap_or_default();
+        assert!(line.starts_with(&format!("replscope: cannot listen on {addr} ({flag})")), "{flag}: {err}");
+        assert!(line.contains("in use"), "{flag}: {err}");
+    }
+}
+
+#[test]
+fn proxy_help_shows_examples_and_defaults() {
+    let (code, out, _) = replscope(&["proxy", "--help"]);
+    assert_eq!(code, 0);
+    for want in [
+        "Examples:",
+        "REPLICAOF 127.0.0.1 6380",
+        "[default: 127.0.0.1:6380]",
+        "[default: 127.0.0.1:9190]",
+        "[default: 256KiB]",
+        "[env: REPLSCOPE_MASTER=]",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
 }
