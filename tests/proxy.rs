@@ -238,3 +238,32 @@ fn a_restarted_master_ends_the_link_and_the_replica_syncs_again_through_the_prox
             == Some(1.0)
     );
 }
+
+#[test]
+fn the_demo_explains_a_live_link_and_cleans_up() {
+    let bin = redis_server();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_replscope"))
+        .args(["demo", "--every", "2", "--duration", "13"])
+        .env("REPLSCOPE_SERVER", &bin.path)
+        .output()
+        .expect("run the demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("metrics  http://"), "{stdout}");
+    assert!(stdout.contains("ID  ROUTE"), "{stdout}");
+    let last_table = stdout.rsplit("ID  ROUTE").next().unwrap_or_default();
+    assert!(last_table.contains("by master (fin) in streaming"), "the killed link: {stdout}");
+    assert!(
+        last_table.lines().any(|l| l.contains("streaming") && !l.contains("by master")),
+        "the resynced link: {stdout}"
+    );
+    assert!(stdout.contains("100%") && stdout.contains(" ok"), "the RDB, complete and checked: {stdout}");
+    // The master's folder, as the demo printed it, is gone.
+    let master_log = stdout
+        .lines()
+        .find_map(|l| l.split("(log: ").nth(1)?.strip_suffix(')'))
+        .map(std::path::PathBuf::from)
+        .expect("the demo prints the master's log path");
+    let folder = master_log.parent().expect("a folder");
+    assert!(folder.starts_with(std::env::temp_dir()) && !folder.exists(), "{} left behind", folder.display());
+}
