@@ -189,9 +189,9 @@ fn transfer(name: &str, block: &[u8], size: u64, crc: u64) -> Run {
     let master_port = master.local_addr().expect("addr").port();
     let master_thread = synthetic_master(master, block.to_vec(), size, crc);
     let listen = free_port();
-    let mut fwd = spawn_forwarder(name, listen, master_port);
+    let fwd = Killed(spawn_forwarder(name, listen, master_port));
     wait_for_port(listen);
-    let pid = fwd.id();
+    let pid = fwd.0.id();
     let cpu_before = cpu_seconds(pid);
     let mut reader = TcpStream::connect(("127.0.0.1", listen)).expect("connect to the forwarder");
     let started = Instant::now();
@@ -209,8 +209,7 @@ fn transfer(name: &str, block: &[u8], size: u64, crc: u64) -> Run {
     let rss = peak_rss_mib(pid);
     drop(reader);
     let _ = master_thread.join();
-    let _ = fwd.kill();
-    let _ = fwd.wait();
+    drop(fwd);
     let gib = size as f64 / (1u64 << 30) as f64;
     Run { gib_per_s: gib / secs, cpu_s_per_gib: cpu / gib, peak_rss_mib: rss }
 }

@@ -84,6 +84,12 @@ fn full_then_partial(diskless: bool) {
         assert_eq!(m.get("replscope_rdb_size_bytes", &[("replica", &ep)]), Some(logged as f64));
     }
     assert_eq!(m.get("replscope_rdb_checksum_failures_total", &[]), None, "no checksum failure");
+    for line in m.text.lines().filter(|l| l.starts_with("replscope_")) {
+        let series = line.split(['{', ' ']).next().unwrap_or_default();
+        let base = ["_bucket", "_sum", "_count"].iter().fold(series, |n, sfx| n.strip_suffix(sfx).unwrap_or(n));
+        assert!(m.text.contains(&format!("# HELP {base} ")), "no help text for {base}");
+        assert!(m.text.contains(&format!("# TYPE {base} ")), "no type for {base}");
+    }
     assert_eq!(m.get("replscope_stream_commands_total", &[("command", "set")]), Some(5000.0));
     assert_eq!(m.get("replscope_stream_commands_total", &[("command", "incr")]), Some(2500.0));
     assert_eq!(m.get("replscope_stream_commands_total", &[("command", "hset")]), Some(2500.0));
@@ -266,4 +272,151 @@ fn the_demo_explains_a_live_link_and_cleans_up() {
         .expect("the demo prints the master's log path");
     let folder = master_log.parent().expect("a folder");
     assert!(folder.starts_with(std::env::temp_dir()) && !folder.exists(), "{} left behind", folder.display());
+}
+
+// ---- What a real server cannot be made to do on demand: scripted byte-level peers ----
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+
+/// A scripted master: accepts one connection (skipping readiness probes that send nothing) and hands
+/// it to `script`.
+fn scripted_master(script: impl FnOnce(TcpStream) + Send + 'static) -> (u16, std::thread::JoinHandle<()>) {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let t = std::thread::spawn(move || {
+        if let Ok((s, _)) = l.accept() {
+            script(s);
+        }
+    });
+    (port, t)
+}
+
+#[test]
+fn a_reset_is_passed_on_as_a_reset() {
+    let (port, master) = scripted_master(|s| {
+        let mut s = s;
+        let mut buf = [0u8; 64];
+        let _ = s.read(&mut buf);
+        let _ = s.write_all(b"+PONG\r\n");
+        std::thread::sleep(Duration::from_millis(200));
+        socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO)).expect("linger 0");
+        drop(s); // RST
+    });
+    let proxy = ProxyProc::start(port, &[]);
+    let mut c = TcpStream::connect(("127.0.0.1", proxy.listen_port)).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    c.write_all(b"*1\r\n$4\r\nPING\r\n").expect("ping");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    let err = loop {
+        match c.read(&mut buf) {
+            Ok(0) => panic!("a FIN where the master sent a reset (after {got:?})"),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(got, b"+PONG\r\n");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+    let _ = master.join();
+    let links = proxy.links();
+    assert_eq!((links[0]["close"]["by"].as_str(), links[0]["close"]["how"].as_str()), (Some("master"), Some("reset")));
+}
+
+#[test]
+fn a_fin_is_a_half_close_and_the_other_direction_keeps_flowing() {
+    let (port, master) = scripted_master(|mut s| {
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got); // until the replica side's FIN arrives
+        assert_eq!(got, b"*1\r\n$4\r\nPING\r\n");
+        // The replica side has closed its sending half; this direction still works.
+        s.write_all(b"+PONG\r\n").expect("write after the peer's FIN");
+    });
+    let proxy = ProxyProc::start(port, &[]);
+    let mut c = TcpStream::connect(("127.0.0.1", proxy.listen_port)).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    c.write_all(b"*1\r\n$4\r\nPING\r\n").expect("ping");
+    c.shutdown(std::net::Shutdown::Write).expect("half-close");
+    let mut got = Vec::new();
+    c.read_to_end(&mut got).expect("read to the master's FIN");
+    assert_eq!(got, b"+PONG\r\n");
+    let _ = master.join();
+    let links = proxy.links();
+    assert_eq!((links[0]["close"]["by"].as_str(), links[0]["close"]["how"].as_str()), (Some("replica"), Some("fin")));
+}
+
+#[test]
+fn a_replica_that_does_not_read_is_the_slow_end_and_memory_stays_bounded() {
+    const SIZE: usize = 64 << 20;
+    let (port, master) = scripted_master(|mut s| {
+        let mut buf = [0u8; 256];
+        let _ = s.read(&mut buf);
+        let mut head = format!("+FULLRESYNC {} 0\r\n${SIZE}\r\nREDIS0011", "ab".repeat(20)).into_bytes();
+        let body = vec![0x5au8; SIZE - 9 - 9];
+        head.extend_from_slice(&body);
+        head.push(0xff);
+        head.extend_from_slice(&[0u8; 8]); // checksum not computed
+        s.write_all(&head).expect("send the payload");
+        let _ = s.read(&mut buf);
+    });
+    let proxy = ProxyProc::start(port, &["--buffer", "64KiB"]);
+    let mut c = TcpStream::connect(("127.0.0.1", proxy.listen_port)).expect("connect");
+    c.write_all(
+        b"*3\r\n$8\r\nREPLCONF\r\n$14\r\nlistening-port\r\n$4\r\n6399\r\n*3\r\n$5\r\nPSYNC\r\n$1\r\n?\r\n$2\r\n-1\r\n",
+    )
+    .expect("handshake");
+    // The replica does not read for 1.5 s: the proxy's writes toward it wait, the master's socket fills.
+    std::thread::sleep(Duration::from_millis(1500));
+    let links = proxy.links();
+    let transferred = links[0]["rdb"]["transferred"].as_u64().unwrap_or(0);
+    assert!(
+        transferred < (SIZE / 2) as u64,
+        "backpressure: only what the socket buffers hold moved, not {transferred}"
+    );
+    c.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let mut left = format!("+FULLRESYNC {} 0\r\n${SIZE}\r\n", "ab".repeat(20)).len() + SIZE;
+    let mut buf = vec![0u8; 1 << 20];
+    while left > 0 {
+        let n = c.read(&mut buf).expect("read");
+        assert!(n > 0);
+        left -= n;
+    }
+    drop(c);
+    let _ = master.join();
+    let m = proxy.metrics();
+    let blocked = m.get("replscope_write_blocked_seconds_total", &[("replica", "127.0.0.1:6399"), ("side", "replica")]);
+    assert!(blocked.is_some_and(|b| b >= 1.0), "waited on the replica: {blocked:?}\n{}", m.text);
+    let on_master = m.get("replscope_write_blocked_seconds_total", &[("side", "master")]).unwrap_or(0.0);
+    assert!(on_master < 0.5, "the master was not the slow end: {on_master}");
+    let links = proxy.links();
+    assert_eq!(links[0]["rdb"]["transferred"].as_u64(), Some(SIZE as u64));
+    assert_eq!(links[0]["rdb"]["trailer"]["status"], "not_computed");
+    assert!(links[0]["blocked"]["replica"].as_f64().is_some_and(|b| b >= 1.0), "{}", links[0]["blocked"]);
+}
+
+#[test]
+fn a_reset_from_the_replica_side_reaches_the_master_as_a_reset() {
+    let (port, master) = scripted_master(|mut s| {
+        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        let mut buf = [0u8; 64];
+        let mut got = Vec::new();
+        let err = loop {
+            match s.read(&mut buf) {
+                Ok(0) => panic!("a FIN where the replica side sent a reset (after {got:?})"),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(got, b"*1\r\n$4\r\nPING\r\n");
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+    });
+    let proxy = ProxyProc::start(port, &[]);
+    let mut c = TcpStream::connect(("127.0.0.1", proxy.listen_port)).expect("connect");
+    c.write_all(b"*1\r\n$4\r\nPING\r\n").expect("ping");
+    std::thread::sleep(Duration::from_millis(200));
+    socket2::SockRef::from(&c).set_linger(Some(Duration::ZERO)).expect("linger 0");
+    drop(c);
+    master.join().expect("the master saw a reset");
+    let links = proxy.links();
+    assert_eq!((links[0]["close"]["by"].as_str(), links[0]["close"]["how"].as_str()), (Some("replica"), Some("reset")));
 }

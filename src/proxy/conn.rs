@@ -6,6 +6,7 @@
 
 use std::io::ErrorKind;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -82,10 +83,10 @@ pub async fn serve(
     tune(&master_stream);
     let (replica_rd, replica_wr) = replica.into_split();
     let (master_rd, master_wr) = master_stream.into_split();
-    let abort = shutdown.child_token();
+    let ends = Ends { abort: shutdown.child_token(), reset: [AtomicBool::new(false), AtomicBool::new(false)] };
     tokio::join!(
-        pump(&route, id, replica_rd, master_wr, Direction::ReplicaToMaster, buffer, &abort),
-        pump(&route, id, master_rd, replica_wr, Direction::MasterToReplica, buffer, &abort),
+        pump(&route, id, replica_rd, master_wr, Direction::ReplicaToMaster, buffer, &ends),
+        pump(&route, id, master_rd, replica_wr, Direction::MasterToReplica, buffer, &ends),
     );
     if shutdown.is_cancelled() {
         route.on_transport(id, TransportEvent::Closed { by: ClosedBy::Proxy, how: CloseHow::Fin });
@@ -100,7 +101,26 @@ fn sides(direction: Direction) -> (Side, Side) {
     }
 }
 
-/// Moves bytes one way until the source ends, a side fails, or `abort` fires.
+/// What the two pumps of a connection share: a way to stop both, and which sides must be closed with a
+/// reset (a reset from one side is passed on as a reset to the other).
+struct Ends {
+    abort: CancellationToken,
+    /// Indexed by [`Side::index`].
+    reset: [AtomicBool; 2],
+}
+
+impl Ends {
+    fn pass_reset_to(&self, side: Side) {
+        self.reset[side.index()].store(true, Ordering::SeqCst);
+        self.abort.cancel();
+    }
+
+    fn must_reset(&self, side: Side) -> bool {
+        self.reset[side.index()].load(Ordering::SeqCst)
+    }
+}
+
+/// Moves bytes one way until the source ends, a side fails, or the connection is aborted.
 async fn pump(
     route: &Route,
     id: LinkId,
@@ -108,14 +128,20 @@ async fn pump(
     mut to: OwnedWriteHalf,
     direction: Direction,
     buffer: usize,
-    abort: &CancellationToken,
+    ends: &Ends,
 ) {
     let (source, sink) = sides(direction);
+    let abort = &ends.abort;
     let mut buf = vec![0u8; buffer.max(1)];
     loop {
         let read = tokio::select! {
             r = from.read(&mut buf) => r,
-            _ = abort.cancelled() => return,
+            _ = abort.cancelled() => {
+                if ends.must_reset(sink) {
+                    reset(to);
+                }
+                return;
+            }
         };
         let n = match read {
             Ok(0) => {
@@ -128,7 +154,7 @@ async fn pump(
                 let how =
                     if e.kind() == ErrorKind::ConnectionReset { CloseHow::Reset } else { CloseHow::Error(e.kind()) };
                 route.on_transport(id, TransportEvent::Closed { by: source.into(), how });
-                reset(&to);
+                reset(to);
                 abort.cancel();
                 return;
             }
@@ -140,24 +166,32 @@ async fn pump(
                     route.on_transport(id, TransportEvent::WriteBlocked { side: sink, duration: blocked });
                 }
             }
-            Err(e) if e.kind() == ErrorKind::Interrupted => return,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {
+                if ends.must_reset(sink) {
+                    reset(to);
+                }
+                return;
+            }
             Err(e) => {
                 let how = match e.kind() {
                     ErrorKind::ConnectionReset | ErrorKind::BrokenPipe => CloseHow::Reset,
                     kind => CloseHow::Error(kind),
                 };
                 route.on_transport(id, TransportEvent::Closed { by: sink.into(), how });
-                abort.cancel();
+                // The sink is gone; the source learns it the same way. Its write half is the other pump's.
+                ends.pass_reset_to(source);
                 return;
             }
         }
     }
 }
 
-/// Makes the socket behind `half` send a reset when it is closed (SO_LINGER 0).
-fn reset(half: &OwnedWriteHalf) {
+/// Makes the socket behind `half` send a reset when it is closed: SO_LINGER 0, and no FIN first
+/// (dropping a write half would shut it down with a FIN; `forget` leaves the close to the read half).
+fn reset(half: OwnedWriteHalf) {
     let stream: &TcpStream = half.as_ref();
     let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
+    half.forget();
 }
 
 /// Writes all of `data`, returning how long it waited for the receiver to make room.
