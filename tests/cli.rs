@@ -110,3 +110,13 @@ fn proxy_help_shows_examples_and_defaults() {
         assert!(out.contains(want), "missing {want:?} in:\n{out}");
     }
 }
+
+#[test]
+fn links_without_a_proxy_is_one_line_and_exit_2() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+    let addr = format!("127.0.0.1:{port}");
+    let (code, out, err) = replscope(&["links", "--http", &addr]);
+    assert_eq!((code, out.as_str()), (2, ""));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with(&format!("replscope: no proxy API at {addr}")), "{err}");
+}

@@ -171,6 +171,18 @@ fn full_then_partial(diskless: bool) {
             .any(|l| l["level"] == "WARN" && l["message"].as_str().is_some_and(|m| m.contains("closed by the master")))
     );
 
+    // `replscope links` shows the same at a glance.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_replscope"))
+        .args(["links", "--http", &proxy.http])
+        .output()
+        .expect("replscope links");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{table}");
+    let rows: Vec<&str> = table.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{table}");
+    assert!(rows[0].contains(&ep) && rows[0].contains("streaming"), "the open link first: {table}");
+    assert!(rows[1].contains("100%") && rows[1].contains("by master (fin) in streaming"), "{table}");
+
     // SIGTERM: the proxy closes its links and exits 0.
     assert_eq!(proxy.terminate(), Some(0));
 }
