@@ -143,6 +143,9 @@ pub fn run(server: Option<PathBuf>, every: u64, duration: Option<u64>) -> anyhow
         http: http.into(),
         buffer: 256 * 1024,
         max_links: 64,
+        enable_faults: true,
+        admin_token: None,
+        faults: Vec::new(),
     };
     let proxy = rt.block_on(Proxy::bind(config))?;
     let (Some(listen), Some(http)) = (proxy.listen_addr(), proxy.http_addr()) else {

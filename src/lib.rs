@@ -8,6 +8,7 @@
 //! - [`time`]: time as a value, passed in by the driver;
 //! - [`recording`]: reading recorded links and replaying them into the core.
 //!
+//! - [`fault`]: fault injection decided from the link model (bandwidth, latency, stall, cut, limit);
 //! - [`proxy`]: the tokio driver, the only code that touches sockets and clocks.
 //!
 //! `wire` and `link` touch no socket and read no clock.
@@ -15,6 +16,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod fault;
 pub mod link;
 pub mod observe;
 pub mod proxy;

@@ -39,6 +39,8 @@ enum LogFormat {
     Json,
 }
 
+// Parsed once at start; boxing variants would only obscure the clap derive.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Forward a replication link between a master and its replicas, and explain it.
@@ -65,6 +67,21 @@ enum Command {
         /// Most connections open at once; more are refused.
         #[arg(long, env = "REPLSCOPE_MAX_LINKS", default_value_t = 1024)]
         max_links: usize,
+        /// Allow /api/faults (fault injection: for staging, not production).
+        #[arg(long, env = "REPLSCOPE_ENABLE_FAULTS")]
+        enable_faults: bool,
+        /// Bearer token fault changes need when --http is not on loopback.
+        #[arg(long, env = "REPLSCOPE_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
+        /// A fault to install at start, e.g. "cut how=reset when=rdb-percent=50 times=1" (repeatable).
+        #[arg(long = "fault", value_name = "SPEC", value_parser = parse_fault)]
+        faults: Vec<replscope::fault::FaultSpec>,
+    },
+    /// Add, list or remove injected faults on a running proxy (started with --enable-faults).
+    #[command(after_help = FAULT_EXAMPLES)]
+    Fault {
+        #[command(subcommand)]
+        action: FaultCommand,
     },
     /// Print the proxy's links as a table (from its /api/links).
     Links {
@@ -94,6 +111,112 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+const FAULT_EXAMPLES: &str = "\
+Examples:
+  # Throttle the RDB transfer to 4 MiB/s for a minute
+  replscope fault add bandwidth --rate 4MiB/s --direction master-to-replica --when phase=rdb-transfer --for 60s
+  # Cut the link (with a reset) halfway through the RDB, once
+  replscope fault add cut --how reset --when rdb-percent=50 --times 1
+  # Stall the replica's ACKs for 5 s while it streams
+  replscope fault add stall --duration 5s --direction replica-to-master --when phase=streaming
+  replscope fault list
+  replscope fault rm --all";
+
+/// Where the API is, and the token for changes.
+#[derive(clap::Args)]
+struct ApiArgs {
+    /// The proxy's HTTP address.
+    #[arg(long, env = "REPLSCOPE_HTTP", default_value = "127.0.0.1:9190")]
+    http: String,
+    /// The proxy's --admin-token (needed when its --http is not on loopback).
+    #[arg(long, env = "REPLSCOPE_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+// Parsed once at start; boxing variants would only obscure the clap derive.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand)]
+enum FaultCommand {
+    /// Add a fault: bandwidth (--rate), latency (--delay [--jitter]), stall (--duration), cut (--how),
+    /// limit (--bytes).
+    Add {
+        /// bandwidth, latency, stall, cut or limit.
+        #[arg(value_parser = ["bandwidth", "latency", "stall", "cut", "limit"])]
+        kind: String,
+        /// Bandwidth: bytes per second, e.g. 4MiB/s.
+        #[arg(long)]
+        rate: Option<String>,
+        /// Latency: e.g. 250ms.
+        #[arg(long)]
+        delay: Option<String>,
+        /// Latency: plus or minus, e.g. 20ms.
+        #[arg(long)]
+        jitter: Option<String>,
+        /// Stall: e.g. 5s.
+        #[arg(long)]
+        duration: Option<String>,
+        /// Cut: fin or reset.
+        #[arg(long)]
+        how: Option<String>,
+        /// Limit: bytes still forwarded before the cut, e.g. 1MiB.
+        #[arg(long)]
+        bytes: Option<String>,
+        /// master-to-replica, replica-to-master or both.
+        #[arg(long, default_value = "both")]
+        direction: String,
+        /// Only this route.
+        #[arg(long)]
+        route: Option<String>,
+        /// Only this replica endpoint (ip:port).
+        #[arg(long)]
+        replica: Option<String>,
+        /// now, phase=P, phase=P+30s, rdb-bytes=N or rdb-percent=P.
+        #[arg(long, default_value = "now")]
+        when: String,
+        /// Remove the fault after this long, e.g. 60s.
+        #[arg(long = "for")]
+        for_: Option<String>,
+        /// Stop firing after this many links.
+        #[arg(long)]
+        times: Option<u64>,
+        /// all (links open now or later) or open (only the links open now).
+        #[arg(long, default_value = "all")]
+        scope: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// List the faults in force.
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Remove a fault, or all of them.
+    Rm {
+        /// The fault's id.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<u64>,
+        /// Remove every fault.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Change a bandwidth fault's rate while it runs.
+    Set {
+        /// The fault's id.
+        id: u64,
+        /// The new rate, e.g. 8MiB/s.
+        #[arg(long)]
+        rate: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+fn parse_fault(s: &str) -> Result<replscope::fault::FaultSpec, String> {
+    replscope::fault::FaultRequest::from_words(s).and_then(|r| r.into_spec()).map_err(|e| e.0)
 }
 
 fn parse_buffer(s: &str) -> Result<usize, String> {
@@ -175,12 +298,89 @@ async fn stop_signal() {
     }
 }
 
+fn fault_command(action: FaultCommand) -> anyhow::Result<()> {
+    match action {
+        FaultCommand::Add {
+            kind,
+            rate,
+            delay,
+            jitter,
+            duration,
+            how,
+            bytes,
+            direction,
+            route,
+            replica,
+            when,
+            for_,
+            times,
+            scope,
+            api,
+        } => {
+            let mut body = serde_json::json!({ "kind": kind, "direction": direction, "when": when, "scope": scope });
+            for (key, value) in [
+                ("rate", rate),
+                ("delay", delay),
+                ("jitter", jitter),
+                ("duration", duration),
+                ("how", how),
+                ("bytes", bytes),
+                ("route", route),
+                ("replica", replica),
+                ("for", for_),
+            ] {
+                if let Some(v) = value {
+                    body[key] = serde_json::Value::String(v);
+                }
+            }
+            if let Some(t) = times {
+                body["times"] = t.into();
+            }
+            let out = links::request(&api.http, "POST", "/api/faults", Some(&body.to_string()), api.token.as_deref())?;
+            let fault: serde_json::Value = serde_json::from_str(&out)?;
+            println!("added fault {}", links::fault_line(&fault));
+        }
+        FaultCommand::List { api } => {
+            let out = links::request(&api.http, "GET", "/api/faults", None, api.token.as_deref())?;
+            print!("{}", links::faults_table(&serde_json::from_str(&out)?));
+        }
+        FaultCommand::Rm { id, all, api } => {
+            let path = match (id, all) {
+                (Some(id), false) => format!("/api/faults/{id}"),
+                _ => "/api/faults".to_string(),
+            };
+            let out = links::request(&api.http, "DELETE", &path, None, api.token.as_deref())?;
+            let v: serde_json::Value = serde_json::from_str(&out)?;
+            println!("removed {}", v["removed"]);
+        }
+        FaultCommand::Set { id, rate, api } => {
+            let body = serde_json::json!({ "rate": rate }).to_string();
+            let out =
+                links::request(&api.http, "PATCH", &format!("/api/faults/{id}"), Some(&body), api.token.as_deref())?;
+            println!("changed fault {}", links::fault_line(&serde_json::from_str(&out)?));
+        }
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Proxy { master, listen, name, http, log_format, buffer, max_links } => {
+        Command::Proxy {
+            master,
+            listen,
+            name,
+            http,
+            log_format,
+            buffer,
+            max_links,
+            enable_faults,
+            admin_token,
+            faults,
+        } => {
             init_logs(log_format);
             let name = name.unwrap_or_else(|| master.clone());
-            let config = ProxyConfig { master, listen, name, http, buffer, max_links };
+            let config =
+                ProxyConfig { master, listen, name, http, buffer, max_links, enable_faults, admin_token, faults };
             runtime()?.block_on(async move {
                 let proxy = Proxy::bind(config).await?;
                 proxy.run(stop_signal()).await?;
@@ -193,6 +393,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo { server, every, duration } => demo::run(server, every, duration),
+        Command::Fault { action } => fault_command(action),
         Command::Replay { file, json } => {
             let reads = recording::load(&file)?;
             let mut links = Links::new();

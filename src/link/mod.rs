@@ -34,6 +34,22 @@ pub(crate) enum PairKey {
     MainClientId(u64),
 }
 
+/// How many fault actions a link keeps in its story.
+pub const MAX_FAULT_TOUCHES: usize = 64;
+
+/// An injected fault acting on a link.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct FaultTouch {
+    /// The fault's id.
+    pub fault: u64,
+    /// Its kind.
+    pub kind: &'static str,
+    /// What it did.
+    pub action: String,
+    /// When.
+    pub at: Timestamp,
+}
+
 /// The window of the "current" RDB transfer rate.
 const RATE_WINDOW: Duration = Duration::from_secs(1);
 
@@ -88,6 +104,8 @@ pub struct Link {
     pub partner: Option<LinkId>,
     /// Why the master could not be reached, when it could not.
     pub connect_error: Option<String>,
+    /// The injected faults that acted on this link, and when (at most [`MAX_FAULT_TOUCHES`]).
+    pub faults: Vec<FaultTouch>,
     /// Recent (time, RDB bytes) samples, for the transfer rate over the last second.
     #[serde(skip)]
     rate_samples: VecDeque<(Timestamp, u64)>,
@@ -135,6 +153,7 @@ impl Link {
             close: None,
             partner: None,
             connect_error: None,
+            faults: Vec::new(),
             rate_samples: VecDeque::new(),
             decoder: Decoder::new(),
             scratch: Vec::new(),
@@ -190,6 +209,13 @@ impl Link {
             self.rate_samples.iter().rev().find(|(t, _)| *t <= window_start).copied().unwrap_or((rdb.started_at, 0));
         let secs = now.since(t0).as_secs_f64();
         Some(if secs > 0.0 { rdb.transferred.saturating_sub(b0) as f64 / secs } else { 0.0 })
+    }
+
+    /// Records that an injected fault acted on this link.
+    pub fn record_fault(&mut self, fault: u64, kind: &'static str, action: String, now: Timestamp) {
+        if self.faults.len() < MAX_FAULT_TOUCHES {
+            self.faults.push(FaultTouch { fault, kind, action, at: now });
+        }
     }
 
     /// The master could not be reached: the proxy closes the replica's connection.

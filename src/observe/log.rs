@@ -127,6 +127,11 @@ fn close_facts(link: &Link, by: ClosedBy, how: CloseHow) -> String {
             _ => s.push_str(&format!(", RDB {} so far", human_bytes(rdb.transferred as f64))),
         }
     }
+    if by == "proxy"
+        && let Some(f) = link.faults.iter().rev().find(|f| f.kind == "cut" || f.kind == "limit")
+    {
+        s.push_str(&format!(", by fault {} ({})", f.fault, f.kind));
+    }
     if let Some(err) = &link.connect_error {
         s.push_str(&format!(", master unreachable: {err}"));
     }

@@ -225,13 +225,19 @@ impl Observer {
         }
     }
 
+    /// Counts one action of an injected fault.
+    pub fn fault_action(&self, kind: &'static str) {
+        let route = self.route.clone();
+        self.with(|| counter!("replscope_fault_actions_total", "route" => route, "kind" => kind).increment(1));
+    }
+
     /// Forgets the per-link bookkeeping of a link that was removed.
     pub fn forget(&mut self, id: LinkId) {
         self.reported.remove(&id);
     }
 
     /// Renders every metric in the Prometheus text format, the gauges computed from `links` at `now`.
-    pub fn render(&mut self, links: &Links, now: Timestamp) -> String {
+    pub fn render(&mut self, links: &Links, faults: &HashMap<&'static str, u64>, now: Timestamp) -> String {
         let route = self.route.clone();
         let mut by_kind: HashMap<LinkKind, u64> = HashMap::new();
         for (_, link) in links.iter() {
@@ -250,6 +256,10 @@ impl Observer {
             }
         }
         self.with(|| {
+            for kind in crate::fault::FaultKind::LABELS {
+                let n = faults.get(kind).copied().unwrap_or(0);
+                gauge!("replscope_faults_active", "route" => route.clone(), "kind" => kind).set(n as f64);
+            }
             for kind in [LinkKind::Replication, LinkKind::RdbChannel, LinkKind::Client, LinkKind::Pending] {
                 let n = by_kind.get(&kind).copied().unwrap_or(0);
                 gauge!("replscope_links", "route" => route.clone(), "kind" => kind.as_str()).set(n as f64);
@@ -399,4 +409,6 @@ fn describe_all() {
     );
     describe_counter!("replscope_desyncs_total", "Streams the decoders gave up on, by direction.");
     describe_gauge!("replscope_build_info", "Always 1; the version label says which build.");
+    describe_gauge!("replscope_faults_active", "Injected faults in force, by kind.");
+    describe_counter!("replscope_fault_actions_total", "Actions of injected faults (fired, stalled, cut …), by kind.");
 }

@@ -55,6 +55,18 @@ fn close_cell(link: &serde_json::Value) -> String {
     format!("by {} ({how}) in {}", s(&c["by"]), s(&c["phase"]))
 }
 
+/// The faults that touched a link: `kind#id`, each once.
+fn faults_cell(link: &serde_json::Value) -> String {
+    let mut seen: Vec<String> = Vec::new();
+    for f in link["faults"].as_array().into_iter().flatten() {
+        let tag = format!("{}#{}", s(&f["kind"]), s(&f["fault"]));
+        if !seen.contains(&tag) {
+            seen.push(tag);
+        }
+    }
+    if seen.is_empty() { "-".into() } else { seen.join(",") }
+}
+
 /// Renders `/api/links` (a JSON array) as a table: open links, then the newest closed ones.
 pub fn render(links: &serde_json::Value) -> String {
     let all: Vec<&serde_json::Value> = links.as_array().map(|a| a.iter().collect()).unwrap_or_default();
@@ -62,8 +74,8 @@ pub fn render(links: &serde_json::Value) -> String {
     let mut closed: Vec<_> = all.iter().filter(|l| l["open"].as_bool() != Some(true)).copied().collect();
     closed.reverse();
     closed.truncate(CLOSED_SHOWN);
-    let header = ["ID", "ROUTE", "REPLICA", "KIND", "PHASE", "RDB", "LAG", "AGE", "CLOSE"];
-    let mut rows: Vec<[String; 9]> = Vec::new();
+    let header = ["ID", "ROUTE", "REPLICA", "KIND", "PHASE", "RDB", "LAG", "AGE", "FAULTS", "CLOSE"];
+    let mut rows: Vec<[String; 10]> = Vec::new();
     for l in open.iter().chain(closed.iter()) {
         let phase = l["phases"].as_array().and_then(|p| p.last()).map(|p| s(&p["phase"])).unwrap_or_default();
         rows.push([
@@ -75,6 +87,7 @@ pub fn render(links: &serde_json::Value) -> String {
             rdb_cell(l),
             l["lag_bytes"].as_i64().map_or("-".into(), |v| human_bytes(v as f64)),
             age(l["age_seconds"].as_f64().unwrap_or(0.0)),
+            faults_cell(l),
             close_cell(l),
         ]);
     }

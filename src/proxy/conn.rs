@@ -120,7 +120,11 @@ impl Ends {
     }
 }
 
-/// Moves bytes one way until the source ends, a side fails, or the connection is aborted.
+/// How often a pump looks at the faults while its source is idle (so time triggers act on quiet links).
+const FAULT_TICK: Duration = Duration::from_millis(100);
+
+/// Moves bytes one way until the source ends, a side fails, the connection is aborted, or a fault
+/// cuts it.
 async fn pump(
     route: &Route,
     id: LinkId,
@@ -134,8 +138,10 @@ async fn pump(
     let abort = &ends.abort;
     let mut buf = vec![0u8; buffer.max(1)];
     loop {
+        let ticking = route.faults_present();
         let read = tokio::select! {
-            r = from.read(&mut buf) => r,
+            r = from.read(&mut buf) => Some(r),
+            _ = tokio::time::sleep(FAULT_TICK), if ticking => None,
             _ = abort.cancelled() => {
                 if ends.must_reset(sink) {
                     reset(to);
@@ -144,46 +150,130 @@ async fn pump(
             }
         };
         let n = match read {
-            Ok(0) => {
-                route.on_transport(id, TransportEvent::Closed { by: source.into(), how: CloseHow::Fin });
-                let _ = to.shutdown().await;
-                return;
-            }
-            Ok(n) => n,
-            Err(e) => {
-                let how =
-                    if e.kind() == ErrorKind::ConnectionReset { CloseHow::Reset } else { CloseHow::Error(e.kind()) };
-                route.on_transport(id, TransportEvent::Closed { by: source.into(), how });
-                reset(to);
-                abort.cancel();
-                return;
-            }
-        };
-        route.on_bytes(id, direction, &buf[..n]);
-        match write_all(&mut to, &buf[..n], abort).await {
-            Ok(blocked) => {
-                if !blocked.is_zero() {
-                    route.on_transport(id, TransportEvent::WriteBlocked { side: sink, duration: blocked });
+            // An idle tick: faults triggered by time may stall or cut this link.
+            None => {
+                let plan = route.plan(id, direction, 0);
+                if carry_out(route, id, &mut to, direction, &[], plan, ends).await.is_ok() {
+                    continue;
                 }
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {
                 if ends.must_reset(sink) {
                     reset(to);
                 }
                 return;
             }
-            Err(e) => {
-                let how = match e.kind() {
-                    ErrorKind::ConnectionReset | ErrorKind::BrokenPipe => CloseHow::Reset,
-                    kind => CloseHow::Error(kind),
-                };
-                route.on_transport(id, TransportEvent::Closed { by: sink.into(), how });
-                // The sink is gone; the source learns it the same way. Its write half is the other pump's.
-                ends.pass_reset_to(source);
+            Some(Ok(0)) => {
+                route.on_transport(id, TransportEvent::Closed { by: source.into(), how: CloseHow::Fin });
+                let _ = to.shutdown().await;
                 return;
             }
+            Some(Ok(n)) => n,
+            Some(Err(e)) => {
+                let how =
+                    if e.kind() == ErrorKind::ConnectionReset { CloseHow::Reset } else { CloseHow::Error(e.kind()) };
+                route.on_transport(id, TransportEvent::Closed { by: source.into(), how });
+                ends.pass_reset_to(sink);
+                reset(to);
+                return;
+            }
+        };
+        route.on_bytes(id, direction, &buf[..n]);
+        let result = if route.faults_present() {
+            let plan = route.plan(id, direction, n);
+            carry_out(route, id, &mut to, direction, &buf[..n], plan, ends).await
+        } else {
+            forward(route, id, &mut to, sink, &buf[..n], ends).await
+        };
+        if result.is_err() {
+            if ends.must_reset(sink) {
+                reset(to);
+            }
+            return;
         }
     }
+}
+
+/// Writes `data` toward `sink`, recording blocked time; `Err` when the link is over.
+async fn forward(
+    route: &Route,
+    id: LinkId,
+    to: &mut OwnedWriteHalf,
+    sink: Side,
+    data: &[u8],
+    ends: &Ends,
+) -> Result<(), ()> {
+    match write_all(to, data, &ends.abort).await {
+        Ok(blocked) => {
+            if !blocked.is_zero() {
+                route.on_transport(id, TransportEvent::WriteBlocked { side: sink, duration: blocked });
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == ErrorKind::Interrupted => Err(()),
+        Err(e) => {
+            let how = match e.kind() {
+                ErrorKind::ConnectionReset | ErrorKind::BrokenPipe => CloseHow::Reset,
+                kind => CloseHow::Error(kind),
+            };
+            route.on_transport(id, TransportEvent::Closed { by: sink.into(), how });
+            // The sink is gone; the source learns it the same way. Its write half is the other pump's.
+            ends.pass_reset_to(if sink == Side::Master { Side::Replica } else { Side::Master });
+            Err(())
+        }
+    }
+}
+
+/// Carries out a fault plan for a chunk: stall, delay, throttle, forward, cut. `Err` when the link is
+/// over (cut, or a side failed); the caller then closes its sink as [`Ends`] says.
+async fn carry_out(
+    route: &Route,
+    id: LinkId,
+    to: &mut OwnedWriteHalf,
+    direction: Direction,
+    data: &[u8],
+    plan: crate::fault::Plan,
+    ends: &Ends,
+) -> Result<(), ()> {
+    let (_, sink) = sides(direction);
+    let abort = &ends.abort;
+    let pause = plan.stall.unwrap_or_default() + plan.delay;
+    if !pause.is_zero() {
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = abort.cancelled() => return Err(()),
+        }
+    }
+    let (data, cut) = match plan.cut {
+        Some(c) => (&data[..c.after.min(data.len())], Some(c.how)),
+        None => (data, None),
+    };
+    if plan.throttle {
+        // Small pieces, each waiting for its tokens: the rate holds within a percent over seconds.
+        let rate = route.rate(id, direction).unwrap_or(1 << 20);
+        let piece = usize::try_from(rate / 20).unwrap_or(usize::MAX).clamp(1024, 64 * 1024);
+        for chunk in data.chunks(piece) {
+            let wait = route.throttle(id, direction, chunk.len());
+            if !wait.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = abort.cancelled() => return Err(()),
+                }
+            }
+            forward(route, id, to, sink, chunk, ends).await?;
+        }
+    } else if !data.is_empty() {
+        forward(route, id, to, sink, data, ends).await?;
+    }
+    if let Some(how) = cut {
+        route.on_transport(id, TransportEvent::Closed { by: ClosedBy::Proxy, how });
+        if how == CloseHow::Reset {
+            ends.pass_reset_to(Side::Master);
+            ends.pass_reset_to(Side::Replica);
+        } else {
+            ends.abort.cancel();
+        }
+        return Err(());
+    }
+    Ok(())
 }
 
 /// Makes the socket behind `half` send a reset when it is closed: SO_LINGER 0, and no FIN first

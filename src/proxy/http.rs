@@ -1,45 +1,178 @@
 //! The HTTP side: `GET /metrics` (Prometheus text), `GET /api/links`, `GET /api/links/{id}`,
-//! `GET /healthz`.
+//! `GET /healthz`, and the fault endpoints (`/api/faults`), which answer 403 unless the proxy runs with
+//! `--enable-faults` and, off loopback, want `Authorization: Bearer <token>` for every change.
 
 use std::sync::Arc;
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use crate::fault::FaultRequest;
 use crate::link::LinkId;
 use crate::proxy::route::Route;
 
+/// Who may use the fault endpoints.
+#[derive(Clone, Debug)]
+pub struct FaultAccess {
+    /// `--enable-faults`.
+    pub enabled: bool,
+    /// The token changes need, when `--http` is not on loopback.
+    pub token: Option<String>,
+}
+
+#[derive(Clone)]
+struct AppState {
+    route: Arc<Route>,
+    access: Arc<FaultAccess>,
+}
+
 /// The router for one route's HTTP API.
-pub fn router(route: Arc<Route>) -> Router {
+pub fn router(route: Arc<Route>, access: FaultAccess) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/api/links", get(links))
         .route("/api/links/{id}", get(link))
+        .route("/api/faults", get(list_faults).post(add_fault).delete(clear_faults))
+        .route("/api/faults/{id}", get(get_fault).delete(remove_fault).patch(patch_fault))
         .route("/healthz", get(|| async { "ok\n" }))
-        .with_state(route)
+        .with_state(AppState { route, access: Arc::new(access) })
 }
 
-async fn metrics(State(route): State<Arc<Route>>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], route.render_metrics()).into_response()
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(serde_json::json!({ "error": message.into() }))).into_response()
 }
 
-async fn links(State(route): State<Arc<Route>>) -> Response {
-    axum::Json(route.links_json()).into_response()
+async fn metrics(State(s): State<AppState>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.route.render_metrics()).into_response()
 }
 
-async fn link(State(route): State<Arc<Route>>, Path(id): Path<String>) -> Response {
-    let Ok(n) = id.parse::<u64>() else {
-        let body = serde_json::json!({ "error": format!("{id:?} is not a link id (a number)") });
-        return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+async fn links(State(s): State<AppState>) -> Response {
+    axum::Json(s.route.links_json()).into_response()
+}
+
+fn parse_id(id: &str, what: &str) -> Result<u64, Box<Response>> {
+    id.parse::<u64>()
+        .map_err(|_| Box::new(error(StatusCode::BAD_REQUEST, format!("{id:?} is not a {what} id (a number)"))))
+}
+
+async fn link(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+    let n = match parse_id(&id, "link") {
+        Ok(n) => n,
+        Err(r) => return *r,
     };
-    match route.link_json(LinkId(n)) {
+    match s.route.link_json(LinkId(n)) {
         Some(v) => axum::Json(v).into_response(),
-        None => {
-            let body = serde_json::json!({ "error": format!("no link {n} (open, or among the last closed ones)") });
-            (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
+        None => error(StatusCode::NOT_FOUND, format!("no link {n} (open, or among the last closed ones)")),
+    }
+}
+
+/// 403 when faults are off; 401 for a change without the right token (when a token is required).
+fn check(access: &FaultAccess, headers: &HeaderMap, change: bool) -> Result<(), Box<Response>> {
+    if !access.enabled {
+        return Err(Box::new(error(
+            StatusCode::FORBIDDEN,
+            "fault injection is disabled: start the proxy with --enable-faults to use /api/faults",
+        )));
+    }
+    if change && let Some(token) = &access.token {
+        let given =
+            headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(token.as_str()) {
+            return Err(Box::new(error(
+                StatusCode::UNAUTHORIZED,
+                "this change needs Authorization: Bearer <the --admin-token>",
+            )));
         }
+    }
+    Ok(())
+}
+
+async fn list_faults(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(r) = check(&s.access, &headers, false) {
+        return *r;
+    }
+    axum::Json(s.route.faults()).into_response()
+}
+
+async fn get_fault(State(s): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(r) = check(&s.access, &headers, false) {
+        return *r;
+    }
+    let n = match parse_id(&id, "fault") {
+        Ok(n) => n,
+        Err(r) => return *r,
+    };
+    match s.route.faults().into_iter().find(|f| f.id == n) {
+        Some(f) => axum::Json(f).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no fault {n}")),
+    }
+}
+
+async fn add_fault(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = check(&s.access, &headers, true) {
+        return *r;
+    }
+    let request: FaultRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("not a fault: {e}")),
+    };
+    match request.into_spec() {
+        Ok(spec) => (StatusCode::CREATED, axum::Json(s.route.add_fault(spec))).into_response(),
+        Err(e) => error(StatusCode::BAD_REQUEST, e.0),
+    }
+}
+
+async fn remove_fault(State(s): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(r) = check(&s.access, &headers, true) {
+        return *r;
+    }
+    let n = match parse_id(&id, "fault") {
+        Ok(n) => n,
+        Err(r) => return *r,
+    };
+    if s.route.remove_fault(n) {
+        axum::Json(serde_json::json!({ "removed": [n] })).into_response()
+    } else {
+        error(StatusCode::NOT_FOUND, format!("no fault {n}"))
+    }
+}
+
+async fn clear_faults(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(r) = check(&s.access, &headers, true) {
+        return *r;
+    }
+    axum::Json(serde_json::json!({ "removed": s.route.clear_faults() })).into_response()
+}
+
+/// `PATCH /api/faults/{id}` with `{"rate": "8MiB/s"}`: a bandwidth fault's rate, at run time.
+async fn patch_fault(State(s): State<AppState>, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
+    if let Err(r) = check(&s.access, &headers, true) {
+        return *r;
+    }
+    let n = match parse_id(&id, "fault") {
+        Ok(n) => n,
+        Err(r) => return *r,
+    };
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Patch {
+        rate: crate::fault::spec::Human,
+    }
+    let rate = match serde_json::from_slice::<Patch>(&body) {
+        Ok(Patch { rate: crate::fault::spec::Human::Number(n) }) if n >= 1.0 => Ok(n as u64),
+        Ok(Patch { rate: crate::fault::spec::Human::Text(t) }) => crate::fault::spec::parse_rate(&t).map_err(|e| e.0),
+        Ok(_) => Err("rate must be at least 1 byte per second".to_string()),
+        Err(e) => Err(format!("expected {{\"rate\": \"8MiB/s\"}}: {e}")),
+    };
+    match rate {
+        Err(msg) => error(StatusCode::BAD_REQUEST, msg),
+        Ok(rate) => match s.route.set_fault_rate(n, rate) {
+            Some(f) => axum::Json(f).into_response(),
+            None => error(StatusCode::NOT_FOUND, format!("no bandwidth fault {n}")),
+        },
     }
 }

@@ -35,6 +35,12 @@ pub struct ProxyConfig {
     pub buffer: usize,
     /// Most connections open at once; more are refused.
     pub max_links: usize,
+    /// Whether `/api/faults` may be used.
+    pub enable_faults: bool,
+    /// The bearer token changes to faults need when `--http` is not on loopback.
+    pub admin_token: Option<String>,
+    /// Faults installed at start.
+    pub faults: Vec<crate::fault::FaultSpec>,
 }
 
 /// Why a proxy could not start or run.
@@ -49,6 +55,14 @@ pub enum ProxyError {
         what: &'static str,
         /// Why.
         source: std::io::Error,
+    },
+    /// Faults would be open to the network without a token.
+    #[error(
+        "refusing --enable-faults with --http on {addr}, which is not loopback, without --admin-token (or REPLSCOPE_ADMIN_TOKEN)"
+    )]
+    FaultsUnprotected {
+        /// The HTTP address.
+        addr: SocketAddr,
     },
     /// The HTTP server failed.
     #[error("HTTP server on {addr}: {source}")]
@@ -81,7 +95,18 @@ impl Proxy {
             what: "--http",
             source,
         })?;
+        let http_addr = http.local_addr().map_err(|source| ProxyError::Bind {
+            addr: config.http.clone(),
+            what: "--http",
+            source,
+        })?;
+        if config.enable_faults && !http_addr.ip().is_loopback() && config.admin_token.is_none() {
+            return Err(ProxyError::FaultsUnprotected { addr: http_addr });
+        }
         let route = Arc::new(Route::new(&config.name));
+        for spec in &config.faults {
+            route.add_fault(spec.clone());
+        }
         Ok(Proxy { config, listener, http, route })
     }
 
@@ -107,7 +132,9 @@ impl Proxy {
         let http_addr = http
             .local_addr()
             .map_err(|source| ProxyError::Http { addr: SocketAddr::from(([0, 0, 0, 0], 0)), source })?;
-        let app = http::router(Arc::clone(&route));
+        // Off loopback, changes need the token; on loopback they need none.
+        let token = if http_addr.ip().is_loopback() { None } else { config.admin_token.clone() };
+        let app = http::router(Arc::clone(&route), http::FaultAccess { enabled: config.enable_faults, token });
         let http_stop = stop.clone();
         let http_task = tokio::spawn(async move {
             axum::serve(http, app).with_graceful_shutdown(async move { http_stop.cancelled().await }).await

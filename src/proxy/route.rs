@@ -8,6 +8,10 @@ use std::sync::{Mutex, MutexGuard};
 
 use tokio::time::Instant;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::fault::{Fault, FaultSpec, Faults, Plan};
 use crate::link::{Link, LinkId, Links, TransportEvent};
 use crate::observe::api::LinkView;
 use crate::observe::metrics::Observer;
@@ -22,6 +26,7 @@ struct Inner {
     peers: HashMap<LinkId, SocketAddr>,
     closed: VecDeque<(LinkId, Link, Option<SocketAddr>)>,
     observer: Observer,
+    faults: Faults,
 }
 
 /// One route (one master) and its links.
@@ -29,6 +34,8 @@ pub struct Route {
     name: String,
     epoch: Instant,
     inner: Mutex<Inner>,
+    /// Whether any fault is in force: read on every chunk without taking the lock.
+    faults_present: AtomicBool,
 }
 
 impl Route {
@@ -42,7 +49,9 @@ impl Route {
                 peers: HashMap::new(),
                 closed: VecDeque::new(),
                 observer: Observer::new(name),
+                faults: Faults::new(),
             }),
+            faults_present: AtomicBool::new(false),
         }
     }
 
@@ -110,6 +119,7 @@ impl Route {
     pub fn finish(&self, id: LinkId) {
         let mut inner = self.lock();
         let peer = inner.peers.remove(&id);
+        inner.faults.forget(id);
         if let Some(link) = inner.links.remove(id) {
             inner.observer.forget(id);
             if inner.closed.len() == CLOSED_KEPT {
@@ -123,8 +133,94 @@ impl Route {
     pub fn render_metrics(&self) -> String {
         let now = self.now();
         let mut inner = self.lock();
-        let Inner { links, observer, .. } = &mut *inner;
-        observer.render(links, now)
+        inner.faults.expire(now);
+        let Inner { links, observer, faults, .. } = &mut *inner;
+        let active = faults.active_by_kind();
+        self.faults_present.store(faults.any(), Ordering::Relaxed);
+        observer.render(links, &active, now)
+    }
+
+    /// Whether any fault is in force (cheap; no lock).
+    pub fn faults_present(&self) -> bool {
+        self.faults_present.load(Ordering::Relaxed)
+    }
+
+    /// What the faults say about `n` bytes about to go `direction` on a link (0 on an idle tick). Their
+    /// actions are recorded in the link's story, logged and counted.
+    pub fn plan(&self, id: LinkId, direction: Direction, n: usize) -> Plan {
+        let now = self.now();
+        let mut inner = self.lock();
+        let Inner { links, observer, faults, .. } = &mut *inner;
+        let plan = match links.get(id) {
+            Some(link) => faults.plan(id, &self.name, link, direction, n, now),
+            None => Plan::default(),
+        };
+        self.faults_present.store(faults.any(), Ordering::Relaxed);
+        for touch in &plan.touches {
+            links.with_link(id, |l| l.record_fault(touch.fault, touch.kind, touch.action.clone(), now));
+            let replica = links.get(id).and_then(Link::replica_endpoint).unwrap_or_else(|| "-".into());
+            tracing::warn!(route = %self.name, link = id.0, replica, fault = touch.fault, kind = touch.kind, "fault {}: {}", touch.fault, touch.action);
+            observer.fault_action(touch.kind);
+        }
+        plan
+    }
+
+    /// How long `n` bytes must wait for the bandwidth faults on this link and direction.
+    pub fn throttle(&self, id: LinkId, direction: Direction, n: usize) -> Duration {
+        let now = self.now();
+        self.lock().faults.throttle(id, direction, n, now)
+    }
+
+    /// The bandwidth cap in force on a link's direction.
+    pub fn rate(&self, id: LinkId, direction: Direction) -> Option<u64> {
+        self.lock().faults.rate(id, direction)
+    }
+
+    /// Installs a fault.
+    pub fn add_fault(&self, spec: FaultSpec) -> Fault {
+        let now = self.now();
+        let mut inner = self.lock();
+        let open: Vec<LinkId> = inner.links.iter().filter(|(_, l)| l.close.is_none()).map(|(id, _)| id).collect();
+        let fault = inner.faults.add(spec, now, open);
+        self.faults_present.store(true, Ordering::Relaxed);
+        tracing::info!(route = %self.name, fault = fault.id, kind = fault.spec.kind.label(), "fault {} installed", fault.id);
+        fault
+    }
+
+    /// The faults in force.
+    pub fn faults(&self) -> Vec<Fault> {
+        let now = self.now();
+        let mut inner = self.lock();
+        inner.faults.expire(now);
+        self.faults_present.store(inner.faults.any(), Ordering::Relaxed);
+        inner.faults.list()
+    }
+
+    /// Removes a fault; whether it existed.
+    pub fn remove_fault(&self, id: u64) -> bool {
+        let mut inner = self.lock();
+        let removed = inner.faults.remove(id);
+        self.faults_present.store(inner.faults.any(), Ordering::Relaxed);
+        if removed {
+            tracing::info!(route = %self.name, fault = id, "fault {id} removed");
+        }
+        removed
+    }
+
+    /// Removes every fault; how many there were.
+    pub fn clear_faults(&self) -> usize {
+        let mut inner = self.lock();
+        let n = inner.faults.clear();
+        self.faults_present.store(false, Ordering::Relaxed);
+        tracing::info!(route = %self.name, "{n} faults removed");
+        n
+    }
+
+    /// Changes a bandwidth fault's rate.
+    pub fn set_fault_rate(&self, id: u64, rate: u64) -> Option<Fault> {
+        let fault = self.lock().faults.set_rate(id, rate)?;
+        tracing::info!(route = %self.name, fault = id, rate, "fault {id}: rate now {rate} B/s");
+        Some(fault)
     }
 
     /// Every open link and the last closed ones, by id, as the API shows them.

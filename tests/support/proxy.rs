@@ -18,9 +18,16 @@ pub struct ProxyProc {
 impl ProxyProc {
     /// Starts `replscope proxy --master 127.0.0.1:<master_port>` with `extra` arguments.
     pub fn start(master_port: u16, extra: &[&str]) -> ProxyProc {
+        Self::start_with_http(master_port, "127.0.0.1:0", extra)
+    }
+
+    /// The same, with the API on `http`.
+    pub fn start_with_http(master_port: u16, http: &str, extra: &[&str]) -> ProxyProc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_replscope"))
             .args(["proxy", "--master", &format!("127.0.0.1:{master_port}"), "--name", "main"])
-            .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--log-format", "json"])
+            .args(["--listen", "127.0.0.1:0", "--http", http, "--log-format", "json"])
+            .env_remove("REPLSCOPE_ADMIN_TOKEN")
+            .env_remove("REPLSCOPE_ENABLE_FAULTS")
             .args(extra)
             .env("REPLSCOPE_LOG", "info")
             .stdin(Stdio::null())

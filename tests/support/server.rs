@@ -201,6 +201,33 @@ impl Server {
         }
     }
 
+    /// Sends commands one after another on one connection (so `WAIT` sees the writes before it);
+    /// returns their replies.
+    pub fn session(&self, commands: &[&[&str]]) -> Vec<OwnedFrame> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+        let mut replies = Vec::new();
+        for args in commands {
+            let mut req = format!("*{}\r\n", args.len()).into_bytes();
+            for a in *args {
+                req.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+            }
+            s.write_all(&req).expect("write");
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                if let Ok(Some((frame, _))) = decode(&buf) {
+                    replies.push(frame);
+                    break;
+                }
+                let n = s.read(&mut chunk).expect("read");
+                assert!(n > 0, "server closed");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        }
+        replies
+    }
+
     /// Sends many commands on one connection, pipelined, and reads as many replies; panics on an error reply.
     pub fn pipeline(&self, commands: &[Vec<String>]) {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
