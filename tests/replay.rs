@@ -139,6 +139,12 @@ fn check(ex: &Expect, r: &Replay) {
     assert!(at.windows(2).all(|w| w[0] <= w[1]), "{name}: phase times go back: {at:?}");
     assert!(matches!(full.request, Some(SyncRequest::Psync { replid: PsyncId::Unknown, offset: -1, .. })), "{name}");
     assert_eq!(full.sync_kind, Some(SyncKind::Full), "{name}");
+    let refusal = full.psync_refusal.as_ref().map(|r| (r.reason, r.master_offset, r.gap_bytes));
+    assert_eq!(
+        refusal,
+        Some((replscope::link::RefusalReason::NoHistory, 0, None)),
+        "{name}: a first sync has no history"
+    );
     let replid = match (&full.answer, ex.rdb_channel) {
         (Some(SyncAnswer::FullResync { replid, offset: 0, .. }), None) => *replid,
         (Some(SyncAnswer::DualChannelSync { .. }), Some(_)) => match &link(r, ex.rdb_channel.unwrap_or(0)).answer {
@@ -206,6 +212,7 @@ fn check(ex: &Expect, r: &Replay) {
     );
     assert!(matches!(partial.answer, Some(SyncAnswer::Continue { replid: Some(id), .. }) if id == replid), "{name}");
     assert!(partial.rdb.is_none(), "{name}");
+    assert!(partial.psync_refusal.is_none(), "{name}: a partial resync was not refused");
     assert_eq!(partial.stream.count(CommandName::Set), 1, "{name}");
     assert_eq!(partial.master_offset(), Some(ex.partial_end), "{name}");
     assert_eq!(partial.stream.last_ack.map(|a| a.offset), Some(ex.partial_end), "{name}: last ACK");

@@ -8,8 +8,10 @@
 //! connections of a dual-channel / rdb-channel sync into one story.
 
 mod facts;
+pub mod refusal;
 mod registry;
 mod transport;
+pub mod write_rate;
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -19,11 +21,14 @@ pub use facts::{
     Ack, AuthFacts, Close, DesyncFacts, ErrorReply, Handshake, HandshakeStep, LinkKind, MAX_ERRORS_KEPT, Phase,
     PhaseChange, RdbFacts, StreamFacts, SyncAnswer, SyncKind, SyncRequest, Traffic,
 };
+pub use refusal::{PsyncRefusal, RefusalReason};
 pub use registry::{LinkId, Links};
 pub use transport::{CloseHow, ClosedBy, Side, TransportEvent};
 
 use crate::time::Timestamp;
-use crate::wire::{Decoder, Direction, Event, MasterReply, PayloadFraming, ReplconfOption, ReplicaCommand, WireEvent};
+use crate::wire::{
+    Decoder, Direction, Event, MasterReply, PayloadFraming, PsyncId, ReplId, ReplconfOption, ReplicaCommand, WireEvent,
+};
 
 /// How the two connections of a two-channel sync find each other: the client id the master announced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -85,6 +90,10 @@ pub struct Link {
     pub answer: Option<SyncAnswer>,
     /// Full or partial, once decided.
     pub sync_kind: Option<SyncKind>,
+    /// When a PSYNC got a full sync: why, and the gap.
+    pub psync_refusal: Option<PsyncRefusal>,
+    /// The master's replication id, as this link learnt it.
+    pub master_replid: Option<ReplId>,
     /// The RDB, for a full sync (on a two-channel main channel: the one its RDB channel carried).
     pub rdb: Option<RdbFacts>,
     /// The command stream.
@@ -144,6 +153,8 @@ impl Link {
             request: None,
             answer: None,
             sync_kind: None,
+            psync_refusal: None,
+            master_replid: None,
             rdb: None,
             stream: StreamFacts::default(),
             traffic: [Traffic::default(); 2],
@@ -467,6 +478,13 @@ impl Link {
         self.become_replication();
     }
 
+    /// A full sync answered this link's PSYNC: records why the partial resync was refused.
+    fn refused(&mut self, master_replid: ReplId, master_offset: i64) {
+        if let Some(SyncRequest::Psync { replid, offset, .. }) = self.request {
+            self.psync_refusal = Some(refusal::classify(replid, offset, master_replid, master_offset));
+        }
+    }
+
     /// Pops the oldest unanswered command: the one a reply answers.
     fn answered(&mut self) -> Option<HandshakeStep> {
         self.awaiting.pop_front()
@@ -494,6 +512,10 @@ impl Link {
                 }
             }
             MasterReply::FullResync { replid, offset } => {
+                self.master_replid = Some(*replid);
+                if self.kind != LinkKind::RdbChannel {
+                    self.refused(*replid, *offset);
+                }
                 self.answer = Some(SyncAnswer::FullResync { replid: *replid, offset: *offset, at });
                 self.sync_kind = Some(SyncKind::Full);
                 self.stream.start_offset = Some(*offset);
@@ -509,6 +531,10 @@ impl Link {
                 }
                 self.answer = Some(SyncAnswer::Continue { replid: *replid, at });
                 self.sync_kind = Some(SyncKind::Partial);
+                self.master_replid = replid.or(match self.request {
+                    Some(SyncRequest::Psync { replid: PsyncId::Id(id), .. }) => Some(id),
+                    _ => None,
+                });
                 if let Some(SyncRequest::Psync { offset, .. }) = self.request {
                     self.stream.start_offset = Some(offset - 1);
                 }
@@ -527,6 +553,7 @@ impl Link {
             }
             MasterReply::EndOffset { offset, replid, dbid, client_id } => {
                 self.kind = LinkKind::RdbChannel;
+                self.master_replid = Some(*replid);
                 self.answer = Some(SyncAnswer::EndOffset {
                     offset: *offset,
                     replid: *replid,
@@ -559,6 +586,16 @@ impl Link {
     /// A main channel takes what its RDB channel learnt: the RDB and its phases, and (Redis 8) the start
     /// offset of the stream it is already receiving.
     pub(crate) fn adopt_from_rdb_channel(&mut self, rdb_channel: &Link, rdb_channel_id: LinkId) {
+        // The two-channel sync's offset and id come from the RDB channel ($ENDOFF or its FULLRESYNC).
+        if self.psync_refusal.is_none() {
+            match rdb_channel.answer {
+                Some(SyncAnswer::EndOffset { offset, replid, .. } | SyncAnswer::FullResync { offset, replid, .. }) => {
+                    self.master_replid = Some(replid);
+                    self.refused(replid, offset);
+                }
+                _ => {}
+            }
+        }
         let Some(rdb) = &rdb_channel.rdb else {
             if self.stream.start_offset.is_none() {
                 self.adopt_start_offset(rdb_channel);

@@ -5,9 +5,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
-use crate::link::{Link, PairKey, TransportEvent};
+use crate::link::write_rate::WriteRate;
+use crate::link::{Link, LinkKind, PairKey, Phase, TransportEvent};
 use crate::time::Timestamp;
-use crate::wire::{Direction, WireEvent};
+use crate::wire::{Direction, Event, MasterReply, WireEvent};
 
 /// A link's id: unique within its [`Links`], never reused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -21,6 +22,7 @@ pub struct Links {
     /// Connections waiting for their other half: (key, is the RDB channel) → link.
     unpaired: HashMap<(PairKey, bool), LinkId>,
     next_id: u64,
+    write_rate: WriteRate,
 }
 
 impl Links {
@@ -70,7 +72,32 @@ impl Links {
         };
         link.on_bytes(direction, bytes, now);
         self.after_update(id);
+        self.observe_write_rate(id, now);
         self.links.get(&id).map_or(&[], Link::last_events)
+    }
+
+    /// The master's replication write rate (bytes per second), from the links of this route.
+    pub fn write_rate(&self, now: Timestamp) -> Option<f64> {
+        self.write_rate.rate(now)
+    }
+
+    fn observe_write_rate(&mut self, id: LinkId, now: Timestamp) {
+        let Some(link) = self.links.get(&id) else { return };
+        for e in link.last_events() {
+            if let Event::Reply {
+                reply: MasterReply::FullResync { replid, offset } | MasterReply::EndOffset { replid, offset, .. },
+            } = &e.event
+            {
+                self.write_rate.observe_fullresync(*replid, *offset, e.at);
+            }
+        }
+        let streaming = link.phase() == Phase::Streaming || link.stream.bytes > 0;
+        if link.kind == LinkKind::Replication
+            && streaming
+            && let (Some(replid), Some(offset)) = (link.master_replid, link.master_offset())
+        {
+            self.write_rate.observe_offset(replid, offset, now);
+        }
     }
 
     /// Runs `f` on a link, if it exists.

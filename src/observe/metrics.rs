@@ -38,6 +38,7 @@ struct Reported {
     sync_counted: bool,
     checksum_counted: bool,
     close_counted: bool,
+    refusal_counted: bool,
 }
 
 /// The latest facts per replica, for the gauges that outlive a link ("current or last transfer").
@@ -145,12 +146,17 @@ impl Observer {
         rep.checksum_counted |= checksum_failed;
         let closed = !rep.close_counted && link.close.is_some();
         rep.close_counted |= closed;
+        let refusal = if rep.refusal_counted { None } else { link.psync_refusal.clone() };
+        rep.refusal_counted |= refusal.is_some();
 
         for change in &phases_entered {
             log::phase_entered(&route, id, link, change.phase);
         }
         for d in &new_desyncs {
             log::desync(&route, id, link, d);
+        }
+        if let Some(r) = &refusal {
+            log::refusal(&route, id, link, r);
         }
         if closed {
             log::closed(&route, id, link);
@@ -176,6 +182,13 @@ impl Observer {
                 };
                 counter!("replscope_syncs_total", "route" => route.clone(), "replica" => replica.clone(), "kind" => kind)
                     .increment(1);
+            }
+            if let Some(r) = &refusal {
+                counter!("replscope_psync_rejected_total", "route" => route.clone(), "replica" => replica.clone(), "reason" => r.reason.as_str())
+                    .increment(1);
+                if let Some(gap) = r.gap_bytes {
+                    gauge!("replscope_psync_gap_bytes", "route" => route.clone(), "replica" => replica.clone()).set(gap as f64);
+                }
             }
             if checksum_failed {
                 counter!("replscope_rdb_checksum_failures_total", "route" => route.clone(), "replica" => replica.clone())
@@ -255,7 +268,11 @@ impl Observer {
                 g.rdb_size = link.rdb.as_ref().and_then(|r| r.size());
             }
         }
+        let write_rate = links.write_rate(now);
         self.with(|| {
+            if let Some(rate) = write_rate {
+                gauge!("replscope_master_write_rate_bytes_per_second", "route" => route.clone()).set(rate);
+            }
             for kind in crate::fault::FaultKind::LABELS {
                 let n = faults.get(kind).copied().unwrap_or(0);
                 gauge!("replscope_faults_active", "route" => route.clone(), "kind" => kind).set(n as f64);
@@ -410,5 +427,18 @@ fn describe_all() {
     describe_counter!("replscope_desyncs_total", "Streams the decoders gave up on, by direction.");
     describe_gauge!("replscope_build_info", "Always 1; the version label says which build.");
     describe_gauge!("replscope_faults_active", "Injected faults in force, by kind.");
+    describe_counter!(
+        "replscope_psync_rejected_total",
+        "PSYNCs answered with a full sync, by reason: no_history, replid_mismatch, offset_out_of_range, replica_ahead."
+    );
+    describe_gauge!(
+        "replscope_psync_gap_bytes",
+        metrics::Unit::Bytes,
+        "The last refused PSYNC's gap: FULLRESYNC offset minus the replica's offset (same replication id)."
+    );
+    describe_gauge!(
+        "replscope_master_write_rate_bytes_per_second",
+        "The master's replication write rate: from the stream, else from successive FULLRESYNC offsets."
+    );
     describe_counter!("replscope_fault_actions_total", "Actions of injected faults (fired, stalled, cut …), by kind.");
 }

@@ -125,6 +125,20 @@ impl Server {
         std::mem::forget(old); // its process is gone and its folder is ours now
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal (`STOP`, `CONT`, …) to the server, by PID.
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{name}"), &self.pid().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{name} {}", self.pid());
+    }
+
     /// Stops the server (SIGKILL) without restarting it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -1,0 +1,143 @@
+//! Refused partial resyncs and the master's write rate, on real servers through the proxy: a backlog too
+//! small for the gap (made the way it happens: the replica stops, the master kills its link and moves on),
+//! a master that restarts with a new history, and the write rate under a steady load.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use support::proxy::ProxyProc;
+use support::server::{Server, redis_server};
+
+fn offset(server: &Server, key: &str) -> i64 {
+    server.info("replication").get(key).and_then(|v| v.parse().ok()).unwrap_or(-1)
+}
+
+fn in_sync(master: &Server, replica: &Server) {
+    master.wait_for("the replica to catch up", 60, || {
+        let m = offset(master, "master_repl_offset");
+        (replica.info("replication").get("master_link_status").map(String::as_str) == Some("up")
+            && m == offset(replica, "slave_repl_offset"))
+        .then_some(())
+    });
+}
+
+fn digest(server: &Server) -> String {
+    format!("{:?}", server.cmd(&["DEBUG", "DIGEST"]))
+}
+
+#[test]
+fn a_gap_larger_than_the_backlog_is_offset_out_of_range_with_its_size() {
+    let bin = redis_server();
+    let master = Server::start(&bin, &["--repl-backlog-size", "16kb", "--repl-diskless-sync", "no"]);
+    let proxy = ProxyProc::start(master.port, &[]);
+    let replica = Server::start(&bin, &["--replicaof", "127.0.0.1", &proxy.listen_port.to_string()]);
+    master.cmd(&["SET", "before", "1"]);
+    in_sync(&master, &replica);
+    let before = offset(&master, "master_repl_offset");
+
+    replica.signal("STOP");
+    master.cmd(&["CLIENT", "KILL", "TYPE", "replica"]);
+    let value = "x".repeat(1000);
+    let commands: Vec<Vec<String>> = (0..1100).map(|i| vec!["SET".into(), format!("gap:{i}"), value.clone()]).collect();
+    master.pipeline(&commands);
+    let after = offset(&master, "master_repl_offset");
+    assert!(after - before >= 1_000_000, "wrote {} bytes", after - before);
+    replica.signal("CONT");
+    in_sync(&master, &replica);
+    assert_eq!(digest(&master), digest(&replica));
+
+    let links = proxy.links();
+    let refused =
+        links.iter().rev().find(|l| l["psync_refusal"]["reason"] == "offset_out_of_range").expect("a refused PSYNC");
+    let gap = refused["psync_refusal"]["gap_bytes"].as_f64().expect("gap");
+    let moved = (after - before) as f64;
+    assert!((gap / moved - 1.0).abs() <= 0.05, "gap {gap} vs the master's offset difference {moved}");
+    assert_eq!(
+        refused["psync_refusal"]["asked_offset"].as_i64(),
+        Some(before + 1),
+        "the replica asked for its next byte"
+    );
+
+    let ep = format!("127.0.0.1:{}", replica.port);
+    let m = proxy.metrics();
+    assert_eq!(
+        m.get("replscope_psync_rejected_total", &[("replica", &ep), ("reason", "offset_out_of_range")]),
+        Some(1.0)
+    );
+    assert_eq!(m.get("replscope_psync_rejected_total", &[("replica", &ep), ("reason", "no_history")]), Some(1.0));
+    assert_eq!(m.get("replscope_psync_gap_bytes", &[("replica", &ep)]), Some(gap));
+    let logs = proxy.logs();
+    assert!(
+        logs.iter().any(|l| l["message"].as_str().is_some_and(|s| s.contains("more than the master's backlog held")))
+    );
+}
+
+#[test]
+fn a_master_restarted_without_its_history_is_a_replid_mismatch() {
+    let bin = redis_server();
+    // Diskless, so no RDB is left behind for the restarted master to restore its replication id from.
+    let mut master = Server::start(&bin, &["--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0"]);
+    let proxy = ProxyProc::start(master.port, &[]);
+    let replica = Server::start(&bin, &["--replicaof", "127.0.0.1", &proxy.listen_port.to_string()]);
+    master.cmd(&["SET", "a", "1"]);
+    in_sync(&master, &replica);
+    master.restart();
+    master.cmd(&["SET", "b", "2"]);
+    in_sync(&master, &replica);
+    let links = proxy.links();
+    let last = links.iter().rev().find(|l| !l["psync_refusal"].is_null()).expect("a refused PSYNC");
+    assert_eq!(last["psync_refusal"]["reason"], "replid_mismatch", "{}", last["psync_refusal"]);
+    assert!(last["psync_refusal"]["gap_bytes"].is_null(), "no gap across histories");
+    assert_ne!(last["psync_refusal"]["asked_replid"], last["psync_refusal"]["master_replid"]);
+}
+
+#[test]
+fn the_master_write_rate_follows_a_steady_load() {
+    let bin = redis_server();
+    let master = Server::start(&bin, &[]);
+    let proxy = ProxyProc::start(master.port, &[]);
+    let replica = Server::start(&bin, &["--replicaof", "127.0.0.1", &proxy.listen_port.to_string()]);
+    master.cmd(&["SET", "warm", "up"]);
+    in_sync(&master, &replica);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer_stop = Arc::clone(&stop);
+    let port = master.port;
+    let writer = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let value = "v".repeat(200);
+        let mut buf = [0u8; 65536];
+        let mut i = 0u64;
+        while !writer_stop.load(Ordering::Relaxed) {
+            let mut batch = String::new();
+            for _ in 0..50 {
+                batch.push_str(&format!(
+                    "*3\r\n$3\r\nSET\r\n${}\r\nload:{i}\r\n$200\r\n{value}\r\n",
+                    format!("load:{i}").len()
+                ));
+                i += 1;
+            }
+            s.write_all(batch.as_bytes()).expect("write");
+            let mut oks = 0;
+            while oks < 50 {
+                let n = s.read(&mut buf).expect("read");
+                oks += buf[..n].iter().filter(|b| **b == b'\n').count();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let (t0, o0) = (Instant::now(), offset(&master, "master_repl_offset"));
+    std::thread::sleep(Duration::from_secs(4));
+    let (t1, o1) = (Instant::now(), offset(&master, "master_repl_offset"));
+    let ours = proxy.metrics().get("replscope_master_write_rate_bytes_per_second", &[]).expect("write rate");
+    stop.store(true, Ordering::Relaxed);
+    writer.join().expect("writer");
+    let actual = (o1 - o0) as f64 / t1.duration_since(t0).as_secs_f64();
+    assert!(actual > 100_000.0, "the load writes {actual:.0} B/s");
+    assert!((ours / actual - 1.0).abs() <= 0.30, "our write rate {ours:.0} B/s vs the master's {actual:.0} B/s");
+}
