@@ -587,14 +587,12 @@ impl Link {
     /// offset of the stream it is already receiving.
     pub(crate) fn adopt_from_rdb_channel(&mut self, rdb_channel: &Link, rdb_channel_id: LinkId) {
         // The two-channel sync's offset and id come from the RDB channel ($ENDOFF or its FULLRESYNC).
-        if self.psync_refusal.is_none() {
-            match rdb_channel.answer {
-                Some(SyncAnswer::EndOffset { offset, replid, .. } | SyncAnswer::FullResync { offset, replid, .. }) => {
-                    self.master_replid = Some(replid);
-                    self.refused(replid, offset);
-                }
-                _ => {}
-            }
+        if self.psync_refusal.is_none()
+            && let Some(SyncAnswer::EndOffset { offset, replid, .. } | SyncAnswer::FullResync { offset, replid, .. }) =
+                rdb_channel.answer
+        {
+            self.master_replid = Some(replid);
+            self.refused(replid, offset);
         }
         let Some(rdb) = &rdb_channel.rdb else {
             if self.stream.start_offset.is_none() {
