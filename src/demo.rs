@@ -146,6 +146,7 @@ pub fn run(server: Option<PathBuf>, every: u64, duration: Option<u64>) -> anyhow
         enable_faults: true,
         admin_token: None,
         faults: Vec::new(),
+        assume_output_buffer_limit: None,
     };
     let proxy = rt.block_on(Proxy::bind(config))?;
     let (Some(listen), Some(http)) = (proxy.listen_addr(), proxy.http_addr()) else {

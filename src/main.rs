@@ -76,6 +76,10 @@ enum Command {
         /// A fault to install at start, e.g. "cut how=reset when=rdb-percent=50 times=1" (repeatable).
         #[arg(long = "fault", value_name = "SPEC", value_parser = parse_fault)]
         faults: Vec<replscope::fault::FaultSpec>,
+        /// The master's client-output-buffer-limit replica, e.g. "256mb 64mb 60": full syncs whose
+        /// forecast exceeds it are flagged (replscope_sync_doomed).
+        #[arg(long, env = "REPLSCOPE_ASSUME_OUTPUT_BUFFER_LIMIT", value_parser = parse_limit)]
+        assume_output_buffer_limit: Option<replscope::link::forecast::OutputBufferLimit>,
     },
     /// Add, list or remove injected faults on a running proxy (started with --enable-faults).
     #[command(after_help = FAULT_EXAMPLES)]
@@ -213,6 +217,10 @@ enum FaultCommand {
         #[command(flatten)]
         api: ApiArgs,
     },
+}
+
+fn parse_limit(s: &str) -> Result<replscope::link::forecast::OutputBufferLimit, String> {
+    replscope::link::forecast::OutputBufferLimit::parse(s)
 }
 
 fn parse_fault(s: &str) -> Result<replscope::fault::FaultSpec, String> {
@@ -376,11 +384,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             enable_faults,
             admin_token,
             faults,
+            assume_output_buffer_limit,
         } => {
             init_logs(log_format);
             let name = name.unwrap_or_else(|| master.clone());
-            let config =
-                ProxyConfig { master, listen, name, http, buffer, max_links, enable_faults, admin_token, faults };
+            let config = ProxyConfig {
+                master,
+                listen,
+                name,
+                http,
+                buffer,
+                max_links,
+                enable_faults,
+                admin_token,
+                faults,
+                assume_output_buffer_limit,
+            };
             runtime()?.block_on(async move {
                 let proxy = Proxy::bind(config).await?;
                 proxy.run(stop_signal()).await?;

@@ -141,3 +141,94 @@ fn the_master_write_rate_follows_a_steady_load() {
     assert!(actual > 100_000.0, "the load writes {actual:.0} B/s");
     assert!((ours / actual - 1.0).abs() <= 0.30, "our write rate {ours:.0} B/s vs the master's {actual:.0} B/s");
 }
+
+#[test]
+fn a_full_sync_s_forecast_pile_and_the_doomed_flag() {
+    let bin = redis_server();
+    let master = Server::start(&bin, &["--rdbcompression", "no", "--repl-diskless-sync", "no"]);
+    master.cmd(&["DEBUG", "POPULATE", "30000", "key", "300"]);
+    let proxy = ProxyProc::start(
+        master.port,
+        &[
+            "--fault",
+            "bandwidth rate=2MiB/s direction=master-to-replica when=phase=rdb-transfer",
+            "--assume-output-buffer-limit",
+            "1mb 1mb 0",
+        ],
+    );
+    // Replica A streams: the write rate comes from its stream.
+    let a = Server::start(&bin, &["--replicaof", "127.0.0.1", &proxy.listen_port.to_string()]);
+    in_sync(&master, &a);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer_stop = Arc::clone(&stop);
+    let port = master.port;
+    let writer = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let value = "w".repeat(200);
+        let mut buf = [0u8; 65536];
+        let mut i = 0u64;
+        while !writer_stop.load(Ordering::Relaxed) {
+            let mut batch = String::new();
+            for _ in 0..20 {
+                batch.push_str(&format!(
+                    "*3\r\n$3\r\nSET\r\n${}\r\nload:{i}\r\n$200\r\n{value}\r\n",
+                    format!("load:{i}").len()
+                ));
+                i += 1;
+            }
+            s.write_all(batch.as_bytes()).expect("write");
+            let mut oks = 0;
+            while oks < 20 {
+                let n = s.read(&mut buf).expect("read");
+                oks += buf[..n].iter().filter(|b| **b == b'\n').count();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    std::thread::sleep(Duration::from_secs(3));
+
+    // Replica B does a full sync at 2 MiB/s; halfway, the forecast and the doomed flag.
+    let (t0, o0) = (Instant::now(), offset(&master, "master_repl_offset"));
+    let b = Server::start(&bin, &["--replicaof", "127.0.0.1", &proxy.listen_port.to_string()]);
+    let ep_b = format!("127.0.0.1:{}", b.port);
+    master.wait_for("B halfway through its RDB", 60, || {
+        let links = proxy.links();
+        let l = links.iter().find(|l| l["replica"] == ep_b.as_str() && l["open"] == true)?;
+        let (done, size) = (l["rdb"]["transferred"].as_f64()?, l["rdb"]["announced_size"].as_f64()?);
+        (done / size >= 0.5).then_some(())
+    });
+    let m = proxy.metrics();
+    let forecast = m.get("replscope_sync_buffer_forecast_bytes", &[("replica", &ep_b)]).expect("forecast");
+    assert_eq!(
+        m.get("replscope_sync_doomed", &[("replica", &ep_b)]),
+        Some(1.0),
+        "{forecast} B forecast vs an assumed 1mb limit"
+    );
+    in_sync(&master, &b);
+    let (t1, o1) = (Instant::now(), offset(&master, "master_repl_offset"));
+    stop.store(true, Ordering::Relaxed);
+    writer.join().expect("writer");
+
+    let load = (o1 - o0) as f64 / t1.duration_since(t0).as_secs_f64();
+    let links = proxy.links();
+    let l = links.iter().find(|l| l["replica"] == ep_b.as_str()).expect("B's link");
+    let phase_at = |name: &str| {
+        l["phases"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["phase"] == name))
+            .and_then(|p| p["at"].as_f64())
+            .expect(name)
+    };
+    let sync_seconds = (phase_at("loading") - phase_at("waiting_bgsave")) / 1e6;
+    let piled = load * sync_seconds;
+    assert!(sync_seconds > 3.0, "a throttled transfer of {sync_seconds} s");
+    assert!(
+        (forecast / piled - 1.0).abs() <= 0.35,
+        "forecast {forecast:.0} B vs {piled:.0} B piled ({load:.0} B/s × {sync_seconds:.1} s)"
+    );
+    let after = proxy.metrics();
+    assert_eq!(after.get("replscope_sync_buffer_forecast_bytes", &[("replica", &ep_b)]), Some(0.0), "no full sync now");
+    assert_eq!(after.get("replscope_sync_doomed", &[("replica", &ep_b)]), Some(0.0));
+}

@@ -8,6 +8,7 @@
 //! connections of a dual-channel / rdb-channel sync into one story.
 
 mod facts;
+pub mod forecast;
 pub mod refusal;
 mod registry;
 mod transport;

@@ -52,6 +52,8 @@ struct ReplicaGauges {
     master_offset: Option<i64>,
     ack_offset: Option<i64>,
     ack_at: Option<Timestamp>,
+    /// The size of the last complete RDB, standing in for an EOF-framed one in the forecast.
+    last_complete_rdb: Option<u64>,
 }
 
 /// Turns link updates into metrics and log lines for one route.
@@ -64,11 +66,18 @@ pub struct Observer {
     /// `replscope_write_blocked_seconds_total` by (replica, side): a float counter, rendered by hand
     /// because `metrics` counters are integers.
     blocked_total: HashMap<(String, Side), f64>,
+    /// `--assume-output-buffer-limit`, for `replscope_sync_doomed`.
+    assumed_limit: Option<crate::link::forecast::OutputBufferLimit>,
 }
 
 impl Observer {
     /// An observer for `route`, with its own recorder.
     pub fn new(route: &str) -> Self {
+        Self::with_assumptions(route, None)
+    }
+
+    /// An observer that also judges full syncs against an assumed `client-output-buffer-limit replica`.
+    pub fn with_assumptions(route: &str, assumed_limit: Option<crate::link::forecast::OutputBufferLimit>) -> Self {
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), DURATION_BUCKETS)
             .map(PrometheusBuilder::build_recorder)
@@ -81,6 +90,7 @@ impl Observer {
             reported: HashMap::new(),
             replicas: HashMap::new(),
             blocked_total: HashMap::new(),
+            assumed_limit,
         };
         observer.with(describe_all);
         observer.with(|| gauge!("replscope_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0));
@@ -229,6 +239,9 @@ impl Observer {
                 g.rdb_size = rdb.size();
                 g.rdb_transferred = Some(rdb.transferred);
                 g.rdb_rate = link.rdb_rate(now);
+                if rdb.completed_at.is_some() {
+                    g.last_complete_rdb = Some(rdb.transferred);
+                }
             }
             g.master_offset = link.master_offset().or(g.master_offset);
             if let Some(ack) = link.stream.last_ack {
@@ -269,7 +282,23 @@ impl Observer {
             }
         }
         let write_rate = links.write_rate(now);
+        // The forecast of each replica in a full sync; 0 for the others.
+        let mut forecasts: Vec<(String, f64, Option<bool>)> = Vec::new();
+        for (replica, g) in &self.replicas {
+            let live = g.link.and_then(|id| links.get(id)).filter(|l| l.close.is_none());
+            let f =
+                live.and_then(|l| crate::link::forecast::sync_buffer_forecast(l, write_rate, g.last_complete_rdb, now));
+            let doomed = self.assumed_limit.map(|lim| f.is_some_and(|f| lim.exceeded_by(f.bytes, f.seconds)));
+            forecasts.push((replica.clone(), f.map_or(0.0, |f| f.bytes), doomed));
+        }
         self.with(|| {
+            for (replica, bytes, doomed) in &forecasts {
+                let labels = [("route", route.clone()), ("replica", replica.clone())];
+                gauge!("replscope_sync_buffer_forecast_bytes", &labels).set(*bytes);
+                if let Some(d) = doomed {
+                    gauge!("replscope_sync_doomed", &labels).set(if *d { 1.0 } else { 0.0 });
+                }
+            }
             if let Some(rate) = write_rate {
                 gauge!("replscope_master_write_rate_bytes_per_second", "route" => route.clone()).set(rate);
             }
@@ -435,6 +464,15 @@ fn describe_all() {
         "replscope_psync_gap_bytes",
         metrics::Unit::Bytes,
         "The last refused PSYNC's gap: FULLRESYNC offset minus the replica's offset (same replication id)."
+    );
+    describe_gauge!(
+        "replscope_sync_buffer_forecast_bytes",
+        metrics::Unit::Bytes,
+        "During a full sync: bytes that will have piled up for the replica on the master when the transfer ends (0 otherwise)."
+    );
+    describe_gauge!(
+        "replscope_sync_doomed",
+        "1 while the forecast exceeds the assumed client-output-buffer-limit replica (--assume-output-buffer-limit)."
     );
     describe_gauge!(
         "replscope_master_write_rate_bytes_per_second",

@@ -41,6 +41,11 @@ pub struct Route {
 impl Route {
     /// A route named `name`; its clock starts now.
     pub fn new(name: &str) -> Self {
+        Self::with_assumptions(name, None)
+    }
+
+    /// A route whose full syncs are judged against an assumed `client-output-buffer-limit replica`.
+    pub fn with_assumptions(name: &str, assumed_limit: Option<crate::link::forecast::OutputBufferLimit>) -> Self {
         Route {
             name: name.to_string(),
             epoch: Instant::now(),
@@ -48,7 +53,7 @@ impl Route {
                 links: Links::new(),
                 peers: HashMap::new(),
                 closed: VecDeque::new(),
-                observer: Observer::new(name),
+                observer: Observer::with_assumptions(name, assumed_limit),
                 faults: Faults::new(),
             }),
             faults_present: AtomicBool::new(false),
