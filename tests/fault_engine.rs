@@ -24,13 +24,7 @@ fn spec(words: &str) -> FaultSpec {
     FaultRequest::from_words(words).and_then(FaultRequest::into_spec).expect(words)
 }
 
-fn resp(args: &[&str]) -> Vec<u8> {
-    let mut v = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        v.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
-    }
-    v
-}
+use replscope::wire::encode_command as resp;
 
 /// A replica link up to the start of a `len`-byte disk-framed RDB.
 fn link_in_transfer(len: usize, now: Timestamp) -> Link {

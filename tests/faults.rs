@@ -127,9 +127,15 @@ fn a_cut_at_half_the_rdb_loops_once_then_the_sync_completes() {
     let m = proxy.metrics();
     assert_eq!(m.get("replscope_syncs_total", &[("replica", &ep), ("kind", "full")]), Some(2.0));
     assert_eq!(
-        m.get("replscope_disconnects_total", &[("replica", &ep), ("closed_by", "proxy"), ("phase", "rdb_transfer")]),
-        Some(1.0)
+        m.get(
+            "replscope_disconnects_total",
+            &[("replica", &ep), ("closed_by", "proxy"), ("phase", "rdb_transfer"), ("cause", "fault_injected")]
+        ),
+        Some(1.0),
+        "{}",
+        m.text
     );
+    assert_eq!(first["diagnosis"]["cause"], "fault_injected");
     assert_eq!(m.get("replscope_faults_active", &[("kind", "cut")]), Some(0.0), "expired after firing once");
     assert!(proxy.logs().iter().any(|l| l["message"].as_str().is_some_and(|s| s.contains("by fault 1 (cut)"))));
 }

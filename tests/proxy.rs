@@ -149,11 +149,23 @@ fn full_then_partial(diskless: bool) {
     assert_eq!(digest(&master), digest(&replica), "datasets differ after the partial resync");
     let m = proxy.metrics();
     assert_eq!(m.get("replscope_syncs_total", &full), Some(1.0), "still one full sync");
+    // The disconnect counts once its cause has settled (the master might yet refuse connections).
+    master.wait_for("the first link's cause to settle", 20, || {
+        let m = proxy.metrics();
+        let labels =
+            [("replica", ep.as_str()), ("closed_by", "master"), ("phase", "streaming"), ("cause", "master_closed")];
+        (m.get("replscope_disconnects_total", &labels) == Some(1.0)).then_some(())
+    });
+    let first = &proxy.links()[0];
     assert_eq!(
-        m.get("replscope_disconnects_total", &[("replica", &ep), ("closed_by", "master"), ("phase", "streaming")]),
-        Some(1.0),
-        "{}",
-        m.text
+        (first["diagnosis"]["first"].as_str(), first["diagnosis"]["cause"].as_str()),
+        (Some("master_closed"), Some("master_closed"))
+    );
+    assert_eq!(first["diagnosis"]["settled"], true);
+    assert!(
+        first["diagnosis"]["evidence"]["later"][0]
+            .as_str()
+            .is_some_and(|s| s.starts_with("the replica came back after"))
     );
     let links = proxy.links();
     assert_eq!(links.len(), 2);
@@ -210,6 +222,7 @@ fn a_master_that_is_down_is_recorded_and_the_replica_is_closed() {
     assert_eq!(links.len(), 1);
     assert_eq!(links[0]["close"]["by"], "proxy");
     assert!(links[0]["connect_error"].as_str().is_some_and(|e| e.contains("refused")), "{:?}", links[0]);
+    assert_eq!(links[0]["diagnosis"]["cause"], "connect_failed");
     assert!(proxy.logs().iter().any(|l| l["message"].as_str().is_some_and(|m| m.contains("master unreachable"))));
 }
 
@@ -251,10 +264,13 @@ fn a_restarted_master_ends_the_link_and_the_replica_syncs_again_through_the_prox
     assert_eq!((first["close"]["by"].as_str(), first["close"]["phase"].as_str()), (Some("master"), Some("streaming")));
     let last = links.last().expect("links");
     assert_eq!((last["open"].as_bool(), last["sync_kind"].as_str()), (Some(true), Some("full")));
-    assert!(
-        m.get("replscope_disconnects_total", &[("replica", &ep), ("closed_by", "master"), ("phase", "streaming")])
-            == Some(1.0)
-    );
+    // Killed, then refusing connections until restarted: a master that went down, not one that kicked
+    // the replica out.
+    assert_eq!(first["diagnosis"]["cause"], "master_shutdown", "{}", first["diagnosis"]);
+    assert_eq!(first["diagnosis"]["first"], "master_closed");
+    let labels =
+        [("replica", ep.as_str()), ("closed_by", "master"), ("phase", "streaming"), ("cause", "master_shutdown")];
+    assert_eq!(m.get("replscope_disconnects_total", &labels), Some(1.0), "{}", m.text);
 }
 
 #[test]

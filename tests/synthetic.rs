@@ -22,14 +22,7 @@ fn ms(n: u64) -> Timestamp {
     Timestamp::from_micros(n * 1000)
 }
 
-/// A RESP array of bulk strings.
-fn resp(args: &[&str]) -> Vec<u8> {
-    let mut v = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        v.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
-    }
-    v
-}
+use replscope::wire::encode_command as resp;
 
 enum Crc {
     Real,

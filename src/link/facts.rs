@@ -308,6 +308,11 @@ pub struct StreamFacts {
     pub acks: u64,
     /// When the first stream command arrived.
     pub first_command_at: Option<Timestamp>,
+    /// When the last stream command arrived.
+    pub last_command_at: Option<Timestamp>,
+    /// When the master last sent `REPLCONF GETACK` (the only REPLCONF a master streams), if that was its
+    /// last command.
+    pub getack_last_at: Option<Timestamp>,
 }
 
 impl Default for StreamFacts {
@@ -320,6 +325,8 @@ impl Default for StreamFacts {
             last_ack: None,
             acks: 0,
             first_command_at: None,
+            last_command_at: None,
+            getack_last_at: None,
         }
     }
 }

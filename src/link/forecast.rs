@@ -99,13 +99,7 @@ mod tests {
         Timestamp::from_micros(ms * 1000)
     }
 
-    fn resp(args: &[&str]) -> Vec<u8> {
-        let mut v = format!("*{}\r\n", args.len()).into_bytes();
-        for a in args {
-            v.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
-        }
-        v
-    }
+    use crate::wire::encode_command as resp;
 
     #[test]
     fn the_pile_at_the_end_of_the_transfer() {

@@ -7,6 +7,7 @@
 //! inputs at the same times give the same story. [`Links`] holds the links of one route and joins the two
 //! connections of a dual-channel / rdb-channel sync into one story.
 
+pub mod cause;
 mod facts;
 pub mod forecast;
 pub mod refusal;
@@ -106,6 +107,11 @@ pub struct Link {
     pub blocked: [Duration; 2],
     /// An error line that came instead of the payload of a granted full sync.
     pub payload_error: Option<ErrorReply>,
+    /// The last write that waited on each side: when it ended and how long it waited.
+    #[serde(skip)]
+    pub last_blocked: [Option<(Timestamp, Duration)>; 2],
+    /// Why it ended, once diagnosed.
+    pub diagnosis: Option<cause::Diagnosis>,
     /// Desyncs, at most one per direction.
     pub desyncs: Vec<DesyncFacts>,
     /// How it ended: the first side to close.
@@ -161,6 +167,8 @@ impl Link {
             traffic: [Traffic::default(); 2],
             blocked: [Duration::ZERO; 2],
             payload_error: None,
+            last_blocked: [None, None],
+            diagnosis: None,
             desyncs: Vec::new(),
             close: None,
             partner: None,
@@ -343,6 +351,8 @@ impl Link {
                 s.bytes = *stream_bytes;
                 s.offset = offset.or_else(|| s.start_offset.map(|b| b + *stream_bytes as i64));
                 s.first_command_at.get_or_insert(at);
+                s.last_command_at = Some(at);
+                s.getack_last_at = (*name == crate::wire::CommandName::Replconf).then_some(at);
                 // A replica that fell back to SYNC never acknowledges: the stream itself says it loaded.
                 if matches!(self.answer, Some(SyncAnswer::BulkPayload { .. })) && self.phase() == Phase::Loading {
                     self.advance(Phase::Streaming, at);
@@ -376,6 +386,7 @@ impl Link {
             }
             TransportEvent::WriteBlocked { side, duration } => {
                 self.blocked[side.index()] += duration;
+                self.last_blocked[side.index()] = Some((now, duration));
             }
         }
     }

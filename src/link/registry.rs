@@ -2,8 +2,9 @@
 //!
 //! Client ids are per master, so one [`Links`] serves one route (one master).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
+use std::time::Duration;
 
 use crate::link::write_rate::WriteRate;
 use crate::link::{Link, LinkKind, PairKey, Phase, TransportEvent};
@@ -23,6 +24,8 @@ pub struct Links {
     unpaired: HashMap<(PairKey, bool), LinkId>,
     next_id: u64,
     write_rate: WriteRate,
+    /// Closed links that need no diagnosis (clients, RDB channels that delivered their RDB).
+    undiagnosable: HashSet<LinkId>,
 }
 
 impl Links {
@@ -62,6 +65,7 @@ impl Links {
     /// Forgets a link (the driver keeps closed ones elsewhere), returning it.
     pub fn remove(&mut self, id: LinkId) -> Option<Link> {
         self.unpaired.retain(|_, v| *v != id);
+        self.undiagnosable.remove(&id);
         self.links.remove(&id)
     }
 
@@ -74,6 +78,82 @@ impl Links {
         self.after_update(id);
         self.observe_write_rate(id, now);
         self.links.get(&id).map_or(&[], Link::last_events)
+    }
+
+    /// Diagnoses links that closed, refines the diagnoses still open with what happened since, and settles
+    /// those whose window has passed. Returns the links whose diagnosis changed.
+    pub fn diagnose(&mut self, now: Timestamp) -> Vec<LinkId> {
+        use crate::link::cause::{self, Context, Later};
+        let ctx = Context { write_rate: self.write_rate.rate(now) };
+        let mut changed = Vec::new();
+        for (id, link) in self.links.iter_mut() {
+            if link.close.is_some() && link.diagnosis.is_none() && !self.undiagnosable.contains(id) {
+                match cause::classify(link, ctx) {
+                    Some(d) => {
+                        link.diagnosis = Some(d);
+                        changed.push(*id);
+                    }
+                    None => {
+                        self.undiagnosable.insert(*id);
+                    }
+                }
+            }
+        }
+        // Later facts: replicas coming back, connections to the master refused. A replica coming back is
+        // known by its endpoint, or, before it could announce one (a master that does not answer PING), by
+        // its address.
+        let mut facts: Vec<(LinkId, Option<String>, Option<std::net::IpAddr>, Later)> = Vec::new();
+        for (id, link) in &self.links {
+            if matches!(link.kind, LinkKind::Replication | LinkKind::Pending) && link.connect_error.is_none() {
+                let at = link.opened_at;
+                let asked_full = cause::asks_full(&link.request);
+                facts.push((*id, link.replica_endpoint(), link.peer_ip, Later::CameBack { at, asked_full }));
+            }
+            if let (Some(err), Some(c)) = (&link.connect_error, &link.close)
+                && err.contains("refused")
+            {
+                facts.push((*id, None, None, Later::MasterRefused { at: c.at }));
+            }
+        }
+        for (id, link) in self.links.iter_mut() {
+            let endpoint = link.replica_endpoint();
+            let peer = link.peer_ip;
+            let (Some(d), Some(close)) = (link.diagnosis.as_mut(), link.close) else { continue };
+            if d.settled {
+                continue;
+            }
+            let before = (d.cause, d.settled, d.evidence.later.len());
+            for (other, ep, ip, fact) in &facts {
+                // A replica may reconnect before the proxy has read its close: allow a second.
+                let after_close = match fact {
+                    Later::CameBack { at, .. } => at.plus(Duration::from_secs(1)) >= close.at,
+                    Later::MasterRefused { at } => *at >= close.at,
+                };
+                let same_replica = match fact {
+                    Later::CameBack { .. } => match (ep, &endpoint) {
+                        (Some(a), Some(b)) => a == b,
+                        _ => ip.is_some() && *ip == peer,
+                    },
+                    Later::MasterRefused { .. } => true,
+                };
+                if other != id && after_close && same_replica {
+                    cause::refine(d, close.at, other.0, *fact);
+                }
+            }
+            cause::settle(d, close.at, now);
+            if before != (d.cause, d.settled, d.evidence.later.len()) {
+                changed.push(*id);
+            }
+        }
+        changed.sort();
+        changed.dedup();
+        changed
+    }
+
+    /// Whether a closed link is done with: no diagnosis needed, or its diagnosis settled.
+    pub fn is_settled(&self, id: LinkId) -> bool {
+        self.undiagnosable.contains(&id)
+            || self.links.get(&id).and_then(|l| l.diagnosis.as_ref()).is_some_and(|d| d.settled)
     }
 
     /// The master's replication write rate (bytes per second), from the links of this route.

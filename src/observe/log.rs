@@ -156,11 +156,38 @@ pub fn closed(route: &str, id: LinkId, link: &Link) {
     let replica = link.replica_endpoint().unwrap_or_else(|| "-".into());
     let Some(c) = &link.close else { return };
     let facts = close_facts(link, c.by, c.how);
-    if link.kind == LinkKind::Client {
-        tracing::debug!(route, link = id.0, kind = link.kind.as_str(), "{facts}");
-    } else {
-        tracing::warn!(route, link = id.0, replica, kind = link.kind.as_str(), phase = c.phase.as_str(), "{facts}");
+    match &link.diagnosis {
+        None => tracing::debug!(route, link = id.0, kind = link.kind.as_str(), "{facts}"),
+        Some(d) => {
+            let cause = d.cause.as_str();
+            let settled = if d.settled { "" } else { " (first answer)" };
+            tracing::warn!(
+                route,
+                link = id.0,
+                replica,
+                kind = link.kind.as_str(),
+                phase = c.phase.as_str(),
+                cause,
+                "{facts}: {cause}{settled}"
+            );
+        }
     }
+}
+
+/// Logs a diagnosis that later facts changed.
+pub fn settled(route: &str, id: LinkId, link: &Link, d: &crate::link::cause::Diagnosis) {
+    let replica = link.replica_endpoint().unwrap_or_else(|| "-".into());
+    let why = d.evidence.later.join("; ");
+    tracing::info!(
+        route,
+        link = id.0,
+        replica,
+        cause = d.cause.as_str(),
+        "cause settled: {} (first: {}){}",
+        d.cause.as_str(),
+        d.first.as_str(),
+        if why.is_empty() { String::new() } else { format!(": {why}") }
+    );
 }
 
 /// Logs why a partial resync was refused.

@@ -37,6 +37,7 @@ struct Reported {
     desyncs: usize,
     sync_counted: bool,
     checksum_counted: bool,
+    close_logged: bool,
     close_counted: bool,
     refusal_counted: bool,
 }
@@ -154,8 +155,14 @@ impl Observer {
             && link.kind != LinkKind::RdbChannel
             && matches!(link.rdb.as_ref().and_then(|r| r.trailer), Some(TrailerCheck::Mismatch { .. }));
         rep.checksum_counted |= checksum_failed;
-        let closed = !rep.close_counted && link.close.is_some();
-        rep.close_counted |= closed;
+        // The end is logged once diagnosed (or at once for links that need none), and counted once the
+        // diagnosis has settled, with its final cause.
+        let log_close = !rep.close_logged
+            && link.close.is_some()
+            && (link.diagnosis.is_some() || matches!(link.kind, LinkKind::Client));
+        rep.close_logged |= log_close;
+        let settled = link.diagnosis.as_ref().filter(|d| d.settled && !rep.close_counted).cloned();
+        rep.close_counted |= settled.is_some();
         let refusal = if rep.refusal_counted { None } else { link.psync_refusal.clone() };
         rep.refusal_counted |= refusal.is_some();
 
@@ -168,8 +175,13 @@ impl Observer {
         if let Some(r) = &refusal {
             log::refusal(&route, id, link, r);
         }
-        if closed {
+        if log_close {
             log::closed(&route, id, link);
+        }
+        if let Some(d) = &settled
+            && d.cause != d.first
+        {
+            log::settled(&route, id, link, d);
         }
 
         let is_replica = matches!(link.kind, LinkKind::Replication | LinkKind::RdbChannel)
@@ -208,16 +220,13 @@ impl Observer {
                 counter!("replscope_desyncs_total", "route" => route.clone(), "direction" => d.direction.as_str())
                     .increment(1);
             }
-            if closed
-                && is_replica
-                && let Some(c) = &link.close
-            {
+            if let (Some(d), Some(c), true) = (&settled, &link.close, is_replica || link.connect_error.is_some()) {
                 let by = match c.by {
                     crate::link::ClosedBy::Master => "master",
                     crate::link::ClosedBy::Replica => "replica",
                     crate::link::ClosedBy::Proxy => "proxy",
                 };
-                counter!("replscope_disconnects_total", "route" => route.clone(), "replica" => replica.clone(), "closed_by" => by, "phase" => c.phase.as_str())
+                counter!("replscope_disconnects_total", "route" => route.clone(), "replica" => replica.clone(), "closed_by" => by, "phase" => c.phase.as_str(), "cause" => d.cause.as_str())
                     .increment(1);
             }
             if link.kind == LinkKind::Replication {
@@ -451,7 +460,7 @@ fn describe_all() {
     describe_counter!("replscope_stream_commands_total", "Stream commands by name (a fixed set; the rest is other).");
     describe_counter!(
         "replscope_disconnects_total",
-        "Replication links that ended, by who closed (master, replica, proxy) and the phase."
+        "Replication links that ended, by who closed (master, replica, proxy), the phase, and the settled cause."
     );
     describe_counter!("replscope_desyncs_total", "Streams the decoders gave up on, by direction.");
     describe_gauge!("replscope_build_info", "Always 1; the version label says which build.");

@@ -52,7 +52,12 @@ fn close_cell(link: &serde_json::Value) -> String {
         serde_json::Value::Object(o) => o.get("error").map(|e| format!("error: {}", s(e))).unwrap_or_default(),
         _ => String::new(),
     };
-    format!("by {} ({how}) in {}", s(&c["by"]), s(&c["phase"]))
+    let cause = match link["diagnosis"]["cause"].as_str() {
+        Some(cause) if link["diagnosis"]["settled"] == true => format!(": {cause}"),
+        Some(cause) => format!(": {cause}?"),
+        None => String::new(),
+    };
+    format!("by {} ({how}) in {}{cause}", s(&c["by"]), s(&c["phase"]))
 }
 
 /// The faults that touched a link: `kind#id`, each once.

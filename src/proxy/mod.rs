@@ -150,6 +150,18 @@ impl Proxy {
         );
         let master: Arc<str> = Arc::from(config.master.as_str());
         let mut conns = JoinSet::new();
+        // Diagnoses settle with time (a replica that does not come back has left): look every second.
+        let ticker_route = Arc::clone(&route);
+        let ticker_stop = stop.clone();
+        let ticker = tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = every.tick() => ticker_route.tick(),
+                    _ = ticker_stop.cancelled() => return,
+                }
+            }
+        });
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -177,6 +189,7 @@ impl Proxy {
         }
         drop(listener);
         stop.cancel();
+        let _ = ticker.await;
         let drained = tokio::time::timeout(SHUTDOWN_GRACE, async { while conns.join_next().await.is_some() {} }).await;
         if drained.is_err() {
             conns.abort_all();

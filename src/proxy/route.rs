@@ -2,7 +2,7 @@
 //! changes into metrics and logs. Every update goes through here, under one short lock that is never
 //! held across an await.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard};
 
@@ -27,6 +27,8 @@ struct Inner {
     closed: VecDeque<(LinkId, Link, Option<SocketAddr>)>,
     observer: Observer,
     faults: Faults,
+    /// Connections that ended; their links move to `closed` once their diagnosis settles.
+    finishing: HashSet<LinkId>,
 }
 
 /// One route (one master) and its links.
@@ -55,6 +57,7 @@ impl Route {
                 closed: VecDeque::new(),
                 observer: Observer::with_assumptions(name, assumed_limit),
                 faults: Faults::new(),
+                finishing: HashSet::new(),
             }),
             faults_present: AtomicBool::new(false),
         }
@@ -98,8 +101,20 @@ impl Route {
         let now = self.now();
         let mut inner = self.lock();
         let Inner { links, observer, .. } = &mut *inner;
-        links.on_bytes(id, direction, bytes, now);
+        let events = links.on_bytes(id, direction, bytes, now);
+        // A replica asking to sync may be one coming back: earlier diagnoses may change.
+        let asked = events.iter().any(|e| {
+            matches!(
+                &e.event,
+                crate::wire::Event::Command {
+                    command: crate::wire::ReplicaCommand::Psync { .. } | crate::wire::ReplicaCommand::Sync
+                }
+            )
+        });
         report(links, observer, id, now);
+        if asked {
+            self.diagnose(&mut inner, now);
+        }
     }
 
     /// Feeds a socket event to the link.
@@ -109,6 +124,9 @@ impl Route {
         let Inner { links, observer, .. } = &mut *inner;
         links.on_transport(id, event, now);
         report(links, observer, id, now);
+        if matches!(event, TransportEvent::Closed { .. }) {
+            self.diagnose(&mut inner, now);
+        }
     }
 
     /// The master could not be reached for this link.
@@ -118,19 +136,43 @@ impl Route {
         let Inner { links, observer, .. } = &mut *inner;
         links.with_link(id, |l| l.on_connect_failed(error.kind(), error.to_string(), now));
         report(links, observer, id, now);
+        self.diagnose(&mut inner, now);
     }
 
-    /// The connection is over: the link moves to the closed ones.
+    /// The connection is over: the link moves to the closed ones once its diagnosis has settled.
     pub fn finish(&self, id: LinkId) {
+        let now = self.now();
         let mut inner = self.lock();
-        let peer = inner.peers.remove(&id);
         inner.faults.forget(id);
-        if let Some(link) = inner.links.remove(id) {
-            inner.observer.forget(id);
-            if inner.closed.len() == CLOSED_KEPT {
-                inner.closed.pop_front();
+        inner.finishing.insert(id);
+        self.diagnose(&mut inner, now);
+    }
+
+    /// Settles diagnoses whose time has come (the proxy calls this every second).
+    pub fn tick(&self) {
+        let now = self.now();
+        let mut inner = self.lock();
+        self.diagnose(&mut inner, now);
+    }
+
+    fn diagnose(&self, inner: &mut Inner, now: Timestamp) {
+        let changed = inner.links.diagnose(now);
+        for id in changed {
+            if let Some(link) = inner.links.get(id) {
+                inner.observer.after_update(id, link, now);
             }
-            inner.closed.push_back((id, link, peer));
+        }
+        let done: Vec<LinkId> = inner.finishing.iter().copied().filter(|id| inner.links.is_settled(*id)).collect();
+        for id in done {
+            inner.finishing.remove(&id);
+            let peer = inner.peers.remove(&id);
+            if let Some(link) = inner.links.remove(id) {
+                inner.observer.forget(id);
+                if inner.closed.len() == CLOSED_KEPT {
+                    inner.closed.pop_front();
+                }
+                inner.closed.push_back((id, link, peer));
+            }
         }
     }
 

@@ -26,6 +26,16 @@ use crate::time::Timestamp;
 use command::CommandDecoder;
 use reply::{ReplicaContext, ReplyDecoder};
 
+/// Encodes a command as a RESP array of bulk strings (what replicas and masters send): for tests, demos
+/// and tools that speak to servers.
+pub fn encode_command(args: &[&str]) -> Vec<u8> {
+    let mut v = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        v.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+    }
+    v
+}
+
 /// Decodes both directions of one TCP connection.
 #[derive(Debug, Default)]
 pub struct Decoder {

@@ -165,7 +165,11 @@ impl Server {
                 if let Ok(Some(_)) = server.child.try_wait() {
                     break; // exited: most likely the port was taken meanwhile
                 }
-                if server.try_cmd(&["PING"]).is_ok_and(|r| r == OwnedFrame::SimpleString(b"PONG".to_vec())) {
+                // Up: it answers PING (with -NOAUTH when it wants a password).
+                if server.try_cmd(&["PING"]).is_ok_and(|r| {
+                    r == OwnedFrame::SimpleString(b"PONG".to_vec())
+                        || matches!(&r, OwnedFrame::Error(e) if e.starts_with("NOAUTH"))
+                }) {
                     return Some(server);
                 }
                 std::thread::sleep(Duration::from_millis(20));

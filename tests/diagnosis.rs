@@ -1,0 +1,148 @@
+//! Why links end, on real servers through the proxy, each cause made the way it happens in production:
+//! a stopped replica its master times out, a stopped master its replica times out, `REPLICAOF NO ONE`, a
+//! wrong `masterauth`; and a scripted master for a checksum no real server gets wrong.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+
+use support::proxy::ProxyProc;
+use support::server::{Server, redis_server};
+
+fn in_sync(master: &Server, replica: &Server) {
+    master.wait_for("the replica to catch up", 60, || {
+        let r = replica.info("replication");
+        (r.get("master_link_status").map(String::as_str) == Some("up")).then_some(())
+    });
+}
+
+/// Waits for link `index`'s diagnosis to settle; returns it.
+fn settled(proxy: &ProxyProc, index: usize, secs: u64) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let links = proxy.links();
+        if let Some(d) = links.get(index).map(|l| l["diagnosis"].clone())
+            && d["settled"] == true
+        {
+            return d;
+        }
+        assert!(std::time::Instant::now() < deadline, "no settled diagnosis for link {index}: {links:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn counted(proxy: &ProxyProc, cause: &str) -> f64 {
+    proxy
+        .metrics()
+        .all("replscope_disconnects_total")
+        .iter()
+        .filter(|(l, _)| l.iter().any(|(k, v)| k == "cause" && v == cause))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+#[test]
+fn a_replica_that_stops_answering_is_timed_out_by_its_master() {
+    let bin = redis_server();
+    let master = Server::start(&bin, &["--repl-timeout", "2"]);
+    let proxy = ProxyProc::start(master.port, &[]);
+    let replica = Server::start(&bin, &["--replicaof", "127.0.0.1", &proxy.listen_port.to_string()]);
+    in_sync(&master, &replica);
+    std::thread::sleep(Duration::from_millis(1500));
+    replica.signal("STOP");
+    master
+        .wait_for("the master to time the replica out", 20, || master.log().contains("timedout replica").then_some(()));
+    replica.signal("CONT");
+    let d = settled(&proxy, 0, 20);
+    assert_eq!(d["cause"], "master_timeout", "{d}");
+    assert!(d["evidence"]["replica_silent_seconds"].as_f64().is_some_and(|s| s >= 2.0), "{d}");
+    assert_eq!(
+        (d["evidence"]["closed_by"].as_str(), d["evidence"]["phase"].as_str()),
+        (Some("master"), Some("streaming"))
+    );
+    assert_eq!(counted(&proxy, "master_timeout"), 1.0);
+}
+
+#[test]
+fn a_master_that_stops_sending_is_timed_out_by_its_replica() {
+    let bin = redis_server();
+    let master = Server::start(&bin, &[]);
+    let proxy = ProxyProc::start(master.port, &[]);
+    let replica =
+        Server::start(&bin, &["--repl-timeout", "3", "--replicaof", "127.0.0.1", &proxy.listen_port.to_string()]);
+    in_sync(&master, &replica);
+    master.signal("STOP");
+    replica
+        .wait_for("the replica to time its master out", 20, || replica.log().contains("MASTER timeout").then_some(()));
+    let d = settled(&proxy, 0, 20);
+    master.signal("CONT");
+    assert_eq!(d["cause"], "replica_timeout", "{d}");
+    assert!(d["evidence"]["master_silent_seconds"].as_f64().is_some_and(|s| s >= 2.0), "{d}");
+    assert!(d["evidence"]["later"][0].as_str().is_some_and(|s| s.starts_with("the replica came back")), "{d}");
+}
+
+#[test]
+fn a_replica_sent_away_has_left() {
+    let bin = redis_server();
+    let master = Server::start(&bin, &[]);
+    let proxy = ProxyProc::start(master.port, &[]);
+    let replica = Server::start(&bin, &["--replicaof", "127.0.0.1", &proxy.listen_port.to_string()]);
+    in_sync(&master, &replica);
+    replica.cmd(&["REPLICAOF", "NO", "ONE"]);
+    let d = settled(&proxy, 0, 20);
+    assert_eq!(d["cause"], "replica_left", "{d}");
+    assert_eq!(d["evidence"]["closed_by"], "replica");
+    assert_eq!(counted(&proxy, "replica_left"), 1.0);
+}
+
+#[test]
+fn a_wrong_masterauth_is_a_rejected_handshake_and_the_password_appears_nowhere() {
+    let bin = redis_server();
+    let master = Server::start(&bin, &["--requirepass", "the-right-one"]);
+    let proxy = ProxyProc::start(master.port, &[]);
+    let _replica = Server::start(
+        &bin,
+        &["--masterauth", "wr0ng-s3cret-pw", "--replicaof", "127.0.0.1", &proxy.listen_port.to_string()],
+    );
+    let d = settled(&proxy, 0, 20);
+    assert_eq!(d["cause"], "handshake_rejected", "{d}");
+    assert!(matches!(d["evidence"]["error_code"].as_str(), Some("WRONGPASS" | "NOAUTH")), "{d}");
+    let everything = format!("{:?}{:?}{}", proxy.links(), proxy.logs(), proxy.metrics().text);
+    assert!(!everything.contains("wr0ng-s3cret-pw") && !everything.contains("the-right-one"), "a password leaked");
+}
+
+#[test]
+fn a_bad_rdb_checksum_is_named() {
+    // A scripted master: a full sync whose RDB trailer is wrong, then it closes.
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let master = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().expect("accept");
+        let mut buf = [0u8; 512];
+        let _ = s.read(&mut buf);
+        let mut rdb = b"REDIS0011\xfe\x00\x00\x01k\x01v\xff".to_vec();
+        rdb.extend_from_slice(&0x1234_5678_u64.to_le_bytes());
+        let mut out = format!("+FULLRESYNC {} 0\r\n${}\r\n", "ab".repeat(20), rdb.len()).into_bytes();
+        out.extend_from_slice(&rdb);
+        s.write_all(&out).expect("write");
+        let _ = s.read(&mut buf); // until the replica side closes
+    });
+    let proxy = ProxyProc::start(port, &[]);
+    let mut c = TcpStream::connect(("127.0.0.1", proxy.listen_port)).expect("connect");
+    c.write_all(
+        b"*3\r\n$8\r\nREPLCONF\r\n$14\r\nlistening-port\r\n$4\r\n6399\r\n*3\r\n$5\r\nPSYNC\r\n$1\r\n?\r\n$2\r\n-1\r\n",
+    )
+    .expect("handshake");
+    std::thread::sleep(Duration::from_millis(500));
+    drop(c); // a replica gives up on a bad RDB
+    master.join().expect("master");
+    let d = settled(&proxy, 0, 10);
+    assert_eq!(d["cause"], "checksum_mismatch", "{d}");
+    assert_eq!(counted(&proxy, "checksum_mismatch"), 1.0);
+    assert_eq!(
+        proxy.metrics().get("replscope_rdb_checksum_failures_total", &[("replica", "127.0.0.1:6399")]),
+        Some(1.0)
+    );
+}
