@@ -10,6 +10,7 @@
 pub mod cause;
 mod facts;
 pub mod forecast;
+pub mod history;
 pub mod refusal;
 mod registry;
 mod transport;

@@ -26,6 +26,10 @@ pub struct Links {
     write_rate: WriteRate,
     /// Closed links that need no diagnosis (clients, RDB channels that delivered their RDB).
     undiagnosable: HashSet<LinkId>,
+    /// Per-replica records: failed full syncs, loops.
+    histories: crate::link::history::Histories,
+    /// Loops entered or cleared since the driver last looked.
+    loop_changes: Vec<(String, crate::link::history::LoopChange)>,
 }
 
 impl Links {
@@ -86,6 +90,12 @@ impl Links {
         use crate::link::cause::{self, Context, Later};
         let ctx = Context { write_rate: self.write_rate.rate(now) };
         let mut changed = Vec::new();
+        let was_settled: HashSet<LinkId> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.diagnosis.as_ref().is_some_and(|d| d.settled))
+            .map(|(id, _)| *id)
+            .collect();
         for (id, link) in self.links.iter_mut() {
             if link.close.is_some() && link.diagnosis.is_none() && !self.undiagnosable.contains(id) {
                 match cause::classify(link, ctx) {
@@ -147,7 +157,43 @@ impl Links {
         }
         changed.sort();
         changed.dedup();
+        // Failed full syncs (ended before streaming) go on the replica's record once their cause settles;
+        // a replica streaming long enough clears it.
+        for id in &changed {
+            let Some(link) = self.links.get(id) else { continue };
+            let (Some(d), Some(close), Some(ep)) = (&link.diagnosis, link.close, link.replica_endpoint()) else {
+                continue;
+            };
+            let failed_full = link.kind == LinkKind::Replication
+                && link.sync_kind == Some(crate::link::SyncKind::Full)
+                && matches!(close.phase, Phase::WaitingBgsave | Phase::RdbTransfer | Phase::Loading);
+            if d.settled && !was_settled.contains(id) && failed_full {
+                if let Some(change) = self.histories.full_sync_failed(&ep, close.at, d.cause) {
+                    self.loop_changes.push((ep, change));
+                }
+            }
+        }
+        for link in self.links.values() {
+            if link.kind == LinkKind::Replication
+                && link.close.is_none()
+                && link.phase() == Phase::Streaming
+                && let (Some(ep), Some(since)) = (link.replica_endpoint(), link.phase_at(Phase::Streaming))
+                && let Some(change) = self.histories.streaming(&ep, since, now)
+            {
+                self.loop_changes.push((ep, change));
+            }
+        }
         changed
+    }
+
+    /// The per-replica records.
+    pub fn histories(&self) -> &crate::link::history::Histories {
+        &self.histories
+    }
+
+    /// Loops entered or cleared since the last call.
+    pub fn take_loop_changes(&mut self) -> Vec<(String, crate::link::history::LoopChange)> {
+        std::mem::take(&mut self.loop_changes)
     }
 
     /// Whether a closed link is done with: no diagnosis needed, or its diagnosis settled.

@@ -239,3 +239,33 @@ mod tests {
         assert_eq!(human_bytes(1.34 * 1024.0 * 1024.0 * 1024.0), "1.34 GiB");
     }
 }
+
+/// Logs a replica entering or leaving a replication loop.
+pub fn replication_loop(
+    route: &str,
+    replica: &str,
+    change: crate::link::history::LoopChange,
+    h: &crate::link::history::ReplicaHistory,
+) {
+    match change {
+        crate::link::history::LoopChange::Entered => {
+            let cause = h.dominant_cause().map_or("unknown", |c| c.as_str());
+            tracing::warn!(
+                route,
+                replica,
+                cause,
+                "replication loop: {} full syncs in a row failed before streaming, within {:.1} min, mostly {cause}; it will not stop by itself",
+                h.failed_full_syncs.len(),
+                h.span().as_secs_f64() / 60.0
+            );
+        }
+        crate::link::history::LoopChange::Cleared => {
+            tracing::info!(
+                route,
+                replica,
+                "replication loop over: a sync has streamed for {} s",
+                crate::link::history::LOOP_CLEARS_AFTER.as_secs()
+            );
+        }
+    }
+}

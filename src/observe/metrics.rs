@@ -220,6 +220,14 @@ impl Observer {
                 counter!("replscope_desyncs_total", "route" => route.clone(), "direction" => d.direction.as_str())
                     .increment(1);
             }
+            if let (Some(d), Some(c)) = (&settled, &link.close)
+                && link.kind == LinkKind::Replication
+                && link.sync_kind == Some(SyncKind::Full)
+                && matches!(c.phase, Phase::WaitingBgsave | Phase::RdbTransfer | Phase::Loading)
+            {
+                counter!("replscope_full_sync_failures_total", "route" => route.clone(), "replica" => replica.clone(), "cause" => d.cause.as_str())
+                    .increment(1);
+            }
             if let (Some(d), Some(c), true) = (&settled, &link.close, is_replica || link.connect_error.is_some()) {
                 let by = match c.by {
                     crate::link::ClosedBy::Master => "master",
@@ -291,6 +299,7 @@ impl Observer {
             }
         }
         let write_rate = links.write_rate(now);
+        let loops: Vec<(String, bool)> = links.histories().iter().map(|(r, h)| (r.clone(), h.in_loop)).collect();
         // The forecast of each replica in a full sync; 0 for the others.
         let mut forecasts: Vec<(String, f64, Option<bool>)> = Vec::new();
         for (replica, g) in &self.replicas {
@@ -307,6 +316,10 @@ impl Observer {
                 if let Some(d) = doomed {
                     gauge!("replscope_sync_doomed", &labels).set(if *d { 1.0 } else { 0.0 });
                 }
+            }
+            for (replica, in_loop) in &loops {
+                gauge!("replscope_replication_loop", "route" => route.clone(), "replica" => replica.clone())
+                    .set(if *in_loop { 1.0 } else { 0.0 });
             }
             if let Some(rate) = write_rate {
                 gauge!("replscope_master_write_rate_bytes_per_second", "route" => route.clone()).set(rate);
@@ -473,6 +486,14 @@ fn describe_all() {
         "replscope_psync_gap_bytes",
         metrics::Unit::Bytes,
         "The last refused PSYNC's gap: FULLRESYNC offset minus the replica's offset (same replication id)."
+    );
+    describe_gauge!(
+        "replscope_replication_loop",
+        "1 while the replica is in a replication loop: 3 full syncs in a row within 30 min failed before streaming."
+    );
+    describe_counter!(
+        "replscope_full_sync_failures_total",
+        "Full syncs that ended before streaming, by settled cause."
     );
     describe_gauge!(
         "replscope_sync_buffer_forecast_bytes",

@@ -36,6 +36,7 @@ pub fn router(route: Arc<Route>, access: FaultAccess) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/links", get(links))
         .route("/api/links/{id}", get(link))
+        .route("/api/replicas", get(replicas))
         .route("/api/faults", get(list_faults).post(add_fault).delete(clear_faults))
         .route("/api/faults/{id}", get(get_fault).delete(remove_fault).patch(patch_fault))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -52,6 +53,10 @@ async fn metrics(State(s): State<AppState>) -> Response {
 
 async fn links(State(s): State<AppState>) -> Response {
     axum::Json(s.route.links_json()).into_response()
+}
+
+async fn replicas(State(s): State<AppState>) -> Response {
+    axum::Json(s.route.replicas_json()).into_response()
 }
 
 fn parse_id(id: &str, what: &str) -> Result<u64, Box<Response>> {

@@ -162,6 +162,10 @@ impl Route {
                 inner.observer.after_update(id, link, now);
             }
         }
+        for (replica, change) in inner.links.take_loop_changes() {
+            let record = inner.links.histories().get(&replica).cloned().unwrap_or_default();
+            crate::observe::log::replication_loop(&self.name, &replica, change, &record);
+        }
         let done: Vec<LinkId> = inner.finishing.iter().copied().filter(|id| inner.links.is_settled(*id)).collect();
         for id in done {
             inner.finishing.remove(&id);
@@ -283,6 +287,27 @@ impl Route {
         }
         views.sort_by_key(|v| v["id"].as_u64());
         serde_json::Value::Array(views)
+    }
+
+    /// Every replica's record (failed full syncs, loops), as the API shows it.
+    pub fn replicas_json(&self) -> serde_json::Value {
+        let inner = self.lock();
+        let mut v: Vec<serde_json::Value> = inner
+            .links
+            .histories()
+            .iter()
+            .map(|(replica, h)| {
+                serde_json::json!({
+                    "replica": replica,
+                    "in_loop": h.in_loop,
+                    "loop_since": h.loop_since,
+                    "dominant_cause": h.dominant_cause().map(|c| c.as_str()),
+                    "failed_full_syncs": h.failed_full_syncs.iter().map(|(at, c)| serde_json::json!({"at": at, "cause": c.as_str()})).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        v.sort_by(|a, b| a["replica"].as_str().cmp(&b["replica"].as_str()));
+        serde_json::Value::Array(v)
     }
 
     /// One link as the API shows it.

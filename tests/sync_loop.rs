@@ -1,0 +1,133 @@
+//! The classic outage, reproduced on real servers the way it happens: a master whose
+//! `client-output-buffer-limit replica` is too small for the writes that pile up while a large RDB
+//! crosses a slow link (replscope's bandwidth fault stands in for the network). Each full sync is killed
+//! mid-transfer, the replica retries, and replscope names the cause from the first attempt, forecasts it
+//! before each kill, and flags the loop by the third. Without the slow link the sync completes and the
+//! loop clears.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use support::proxy::ProxyProc;
+use support::server::{Server, redis_server};
+
+fn offset(server: &Server) -> i64 {
+    server.info("replication").get("master_repl_offset").and_then(|v| v.parse().ok()).unwrap_or(-1)
+}
+
+#[test]
+fn the_output_buffer_loop_is_named_forecast_flagged_and_cleared() {
+    let bin = redis_server();
+    let master = Server::start(
+        &bin,
+        &["--rdbcompression", "no", "--repl-diskless-sync", "no", "--client-output-buffer-limit", "replica 8mb 4mb 5"],
+    );
+    master.cmd(&["DEBUG", "POPULATE", "200000", "key", "300"]);
+    let proxy = ProxyProc::start(
+        master.port,
+        &[
+            "--enable-faults",
+            "--assume-output-buffer-limit",
+            "8mb 4mb 5",
+            "--fault",
+            "bandwidth rate=4MiB/s direction=master-to-replica",
+        ],
+    );
+
+    // About 1.5 MB/s of writes.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer_stop = Arc::clone(&stop);
+    let port = master.port;
+    let writer = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let value = "z".repeat(1000);
+        let mut buf = [0u8; 65536];
+        let mut i = 0u64;
+        let start = Instant::now();
+        while !writer_stop.load(Ordering::Relaxed) {
+            let mut batch = String::new();
+            for _ in 0..50 {
+                let key = format!("w:{}", i % 100_000);
+                batch.push_str(&format!("*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n$1000\r\n{value}\r\n", key.len()));
+                i += 1;
+            }
+            s.write_all(batch.as_bytes()).expect("write");
+            let mut oks = 0;
+            while oks < 50 {
+                let n = s.read(&mut buf).expect("read");
+                oks += buf[..n].iter().filter(|b| **b == b'\n').count();
+            }
+            // 50 × ~1 KB every 33 ms ≈ 1.5 MB/s.
+            let due = Duration::from_millis(33 * (i / 50));
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let (t0, o0) = (Instant::now(), offset(&master));
+    let replica = Server::start(&bin, &["--replicaof", "127.0.0.1", &proxy.listen_port.to_string()]);
+    let ep = format!("127.0.0.1:{}", replica.port);
+
+    // Watch until the loop is flagged: the forecast is above the limit before the kills.
+    let mut doomed_seen = false;
+    let mut max_forecast: f64 = 0.0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let m = proxy.metrics();
+        doomed_seen |= m.get("replscope_sync_doomed", &[("replica", &ep)]) == Some(1.0);
+        max_forecast =
+            max_forecast.max(m.get("replscope_sync_buffer_forecast_bytes", &[("replica", &ep)]).unwrap_or(0.0));
+        if m.get("replscope_replication_loop", &[("replica", &ep)]) == Some(1.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no loop flagged: {}",
+            serde_json::to_string(&proxy.links()).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let (t1, o1) = (Instant::now(), offset(&master));
+    let load = (o1 - o0) as f64 / t1.duration_since(t0).as_secs_f64();
+    let m = proxy.metrics();
+    let failures = m
+        .get("replscope_full_sync_failures_total", &[("replica", &ep), ("cause", "output_buffer_limit")])
+        .unwrap_or(0.0);
+    assert!(failures >= 3.0, "{failures} failures named output_buffer_limit\n{}", m.text);
+    assert!(master.log().contains("overcoming of output buffer limits"), "the master says so too");
+    assert!(doomed_seen, "the forecast ({max_forecast:.0} B at most) never crossed the assumed 8mb limit");
+    let rate = m.get("replscope_master_write_rate_bytes_per_second", &[]).expect("write rate from the FULLRESYNCs");
+    assert!((rate / load - 1.0).abs() <= 0.30, "write rate {rate:.0} B/s vs the load {load:.0} B/s");
+    let replicas: serde_json::Value = serde_json::from_str(&proxy.get("/api/replicas").1).expect("JSON");
+    assert_eq!(replicas[0]["in_loop"], true);
+    assert_eq!(replicas[0]["dominant_cause"], "output_buffer_limit");
+    let first = &proxy.links()[0];
+    assert_eq!(
+        first["diagnosis"]["first"], "output_buffer_limit",
+        "named from the first attempt: {}",
+        first["diagnosis"]
+    );
+    assert!(proxy.logs().iter().any(|l| l["message"].as_str().is_some_and(|s| s.starts_with("replication loop: "))));
+
+    // A fast enough link: the sync completes, and after a minute of streaming the loop clears.
+    let (status, _) = support::proxy::http_get(&proxy.http, "/api/faults");
+    assert_eq!(status, 200);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_replscope"))
+        .args(["fault", "rm", "--all", "--http", &proxy.http])
+        .output()
+        .expect("fault rm");
+    assert_eq!(out.status.code(), Some(0));
+    replica.wait_for("the sync to complete", 120, || {
+        (replica.info("replication").get("master_link_status").map(String::as_str) == Some("up")).then_some(())
+    });
+    replica.wait_for("the loop to clear after 60 s of streaming", 90, || {
+        (proxy.metrics().get("replscope_replication_loop", &[("replica", &ep)]) == Some(0.0)).then_some(())
+    });
+    stop.store(true, Ordering::Relaxed);
+    writer.join().expect("writer");
+}
