@@ -167,10 +167,12 @@ impl Links {
             let failed_full = link.kind == LinkKind::Replication
                 && link.sync_kind == Some(crate::link::SyncKind::Full)
                 && matches!(close.phase, Phase::WaitingBgsave | Phase::RdbTransfer | Phase::Loading);
-            if d.settled && !was_settled.contains(id) && failed_full {
-                if let Some(change) = self.histories.full_sync_failed(&ep, close.at, d.cause) {
-                    self.loop_changes.push((ep, change));
-                }
+            if d.settled
+                && !was_settled.contains(id)
+                && failed_full
+                && let Some(change) = self.histories.full_sync_failed(&ep, close.at, d.cause)
+            {
+                self.loop_changes.push((ep, change));
             }
         }
         for link in self.links.values() {

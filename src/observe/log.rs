@@ -228,18 +228,6 @@ pub fn desync(route: &str, id: LinkId, link: &Link, d: &DesyncFacts) {
     );
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bytes_read_like_a_person_writes_them() {
-        assert_eq!(human_bytes(512.0), "512 B");
-        assert_eq!(human_bytes(1536.0), "1.50 KiB");
-        assert_eq!(human_bytes(1.34 * 1024.0 * 1024.0 * 1024.0), "1.34 GiB");
-    }
-}
-
 /// Logs a replica entering or leaving a replication loop.
 pub fn replication_loop(
     route: &str,
@@ -267,5 +255,17 @@ pub fn replication_loop(
                 crate::link::history::LOOP_CLEARS_AFTER.as_secs()
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_read_like_a_person_writes_them() {
+        assert_eq!(human_bytes(512.0), "512 B");
+        assert_eq!(human_bytes(1536.0), "1.50 KiB");
+        assert_eq!(human_bytes(1.34 * 1024.0 * 1024.0 * 1024.0), "1.34 GiB");
     }
 }
