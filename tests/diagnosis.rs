@@ -63,6 +63,8 @@ fn a_replica_that_stops_answering_is_timed_out_by_its_master() {
         (Some("master"), Some("streaming"))
     );
     assert_eq!(counted(&proxy, "master_timeout"), 1.0);
+    let why = proxy.links()[0]["explanation"].as_str().map(String::from).expect("explained");
+    assert!(why.contains("the master's repl-timeout ran out"), "{why}");
 }
 
 #[test]
@@ -109,6 +111,8 @@ fn a_wrong_masterauth_is_a_rejected_handshake_and_the_password_appears_nowhere()
     let d = settled(&proxy, 0, 20);
     assert_eq!(d["cause"], "handshake_rejected", "{d}");
     assert!(matches!(d["evidence"]["error_code"].as_str(), Some("WRONGPASS" | "NOAUTH")), "{d}");
+    let why = proxy.links()[0]["explanation"].as_str().map(String::from).expect("explained");
+    assert!(why.starts_with("the master refused the handshake with") && why.contains("check masterauth"), "{why}");
     let everything = format!("{:?}{:?}{}", proxy.links(), proxy.logs(), proxy.metrics().text);
     assert!(!everything.contains("wr0ng-s3cret-pw") && !everything.contains("the-right-one"), "a password leaked");
 }

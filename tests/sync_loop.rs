@@ -113,6 +113,25 @@ fn the_output_buffer_loop_is_named_forecast_flagged_and_cleared() {
         first["diagnosis"]
     );
     assert!(proxy.logs().iter().any(|l| l["message"].as_str().is_some_and(|s| s.starts_with("replication loop: "))));
+    // In plain words: the first attempt says what happened and what to change; a later one, that it loops.
+    let links = proxy.links();
+    let why = first["explanation"].as_str().expect("an explanation");
+    assert!(why.starts_with("the master closed the link"), "{why}");
+    assert!(why.contains("client-output-buffer-limit replica 8mb 4mb 5"), "{why}");
+    let later =
+        links.iter().filter(|l| l["diagnosis"]["cause"] == "output_buffer_limit").nth(2).expect("a third attempt");
+    let why = later["explanation"].as_str().expect("an explanation");
+    assert!(
+        why.contains("had piled up for this replica") && why.contains("raise the replica limit to at least"),
+        "{why}"
+    );
+    assert!(why.contains("this replica is in a replication loop"), "{why}");
+    let table = std::process::Command::new(env!("CARGO_BIN_EXE_replscope"))
+        .args(["links", "--http", &proxy.http])
+        .output()
+        .expect("links");
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.contains("output_buffer_limit") && table.contains("└ the master closed the link"), "{table}");
 
     // A fast enough link: the sync completes, and after a minute of streaming the loop clears.
     let (status, _) = support::proxy::http_get(&proxy.http, "/api/faults");

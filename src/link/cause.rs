@@ -527,3 +527,44 @@ mod tests {
         assert!(!format!("{d:?}").contains("wrong-password"));
     }
 }
+
+#[cfg(test)]
+mod rate_tests {
+    use super::*;
+    use crate::link::{Links, TransportEvent};
+    use crate::wire::encode_command as resp;
+
+    fn ms(n: u64) -> Timestamp {
+        Timestamp::from_micros(n * 1000)
+    }
+
+    fn attempt(links: &mut Links, start: u64, offset: i64) -> crate::link::LinkId {
+        let id = links.open(Some([10, 0, 0, 2].into()), ms(start));
+        links.on_bytes(id, Direction::ReplicaToMaster, &resp(&["REPLCONF", "listening-port", "6390"]), ms(start));
+        links.on_bytes(id, Direction::ReplicaToMaster, &resp(&["PSYNC", "?", "-1"]), ms(start));
+        let fr =
+            format!("+OK\r\n+FULLRESYNC 8f3a1c0e9b7d6a5f4e3d2c1b0a9f8e7d6c5b4a39 {offset}\r\n$1000000\r\nREDIS0011");
+        links.on_bytes(id, Direction::MasterToReplica, fr.as_bytes(), ms(start + 10));
+        links.on_bytes(id, Direction::MasterToReplica, &[0u8; 100_000], ms(start + 1000));
+        links.on_transport(id, TransportEvent::Closed { by: ClosedBy::Master, how: CloseHow::Fin }, ms(start + 2000));
+        links.diagnose(ms(start + 2000));
+        id
+    }
+
+    #[test]
+    fn the_second_attempt_knows_the_write_rate_from_the_two_fullresyncs() {
+        let mut links = Links::new();
+        let first = attempt(&mut links, 0, 1_000_000);
+        let second = attempt(&mut links, 5000, 9_000_000);
+        let ev = |id| {
+            links
+                .get(id)
+                .and_then(|l| l.diagnosis.clone())
+                .map(|d| (d.evidence.write_rate, d.evidence.accumulated_bytes))
+        };
+        assert_eq!(ev(first), Some((None, None)));
+        let (rate, piled) = ev(second).expect("diagnosed");
+        assert!(rate.is_some_and(|r| (r - 1.6e6).abs() < 1.0), "{rate:?}");
+        assert!(piled.is_some_and(|p| (p - 1.6e6 * 1.99).abs() < 1e4), "{piled:?}");
+    }
+}

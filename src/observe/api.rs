@@ -26,6 +26,8 @@ pub struct LinkView<'a> {
     pub rdb_rate_bytes_per_second: Option<f64>,
     /// The master's replication offset as the wire showed it.
     pub master_offset: Option<i64>,
+    /// Why it ended, in plain words with a suggestion, once diagnosed.
+    pub explanation: Option<String>,
     /// Everything else the link knows.
     #[serde(flatten)]
     pub link: &'a Link,
@@ -33,7 +35,14 @@ pub struct LinkView<'a> {
 
 impl<'a> LinkView<'a> {
     /// The view of `link` at `now`.
-    pub fn new(id: LinkId, route: &'a str, peer: Option<String>, link: &'a Link, now: Timestamp) -> Self {
+    pub fn new(
+        id: LinkId,
+        route: &'a str,
+        peer: Option<String>,
+        link: &'a Link,
+        now: Timestamp,
+        explanation: Option<String>,
+    ) -> Self {
         let end = link.close.as_ref().map_or(now, |c| c.at);
         LinkView {
             id,
@@ -46,6 +55,7 @@ impl<'a> LinkView<'a> {
             ack_age_seconds: link.stream.last_ack.map(|a| now.since(a.at).as_secs_f64()),
             rdb_rate_bytes_per_second: link.rdb_rate(now),
             master_offset: link.master_offset(),
+            explanation,
             link,
         }
     }

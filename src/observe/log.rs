@@ -151,8 +151,8 @@ pub fn phase_entered(route: &str, id: LinkId, link: &Link, phase: Phase) {
     tracing::info!(route, link = id.0, replica, kind = link.kind.as_str(), phase = phase.as_str(), "{facts}");
 }
 
-/// Logs the end of a link.
-pub fn closed(route: &str, id: LinkId, link: &Link) {
+/// Logs the end of a link, with its explanation.
+pub fn closed(route: &str, id: LinkId, link: &Link, explanation: Option<&str>) {
     let replica = link.replica_endpoint().unwrap_or_else(|| "-".into());
     let Some(c) = &link.close else { return };
     let facts = close_facts(link, c.by, c.how);
@@ -161,6 +161,7 @@ pub fn closed(route: &str, id: LinkId, link: &Link) {
         Some(d) => {
             let cause = d.cause.as_str();
             let settled = if d.settled { "" } else { " (first answer)" };
+            let why = explanation.map(|w| format!(" — {w}")).unwrap_or_default();
             tracing::warn!(
                 route,
                 link = id.0,
@@ -168,7 +169,7 @@ pub fn closed(route: &str, id: LinkId, link: &Link) {
                 kind = link.kind.as_str(),
                 phase = c.phase.as_str(),
                 cause,
-                "{facts}: {cause}{settled}"
+                "{facts}: {cause}{settled}{why}"
             );
         }
     }

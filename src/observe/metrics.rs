@@ -176,7 +176,9 @@ impl Observer {
             log::refusal(&route, id, link, r);
         }
         if log_close {
-            log::closed(&route, id, link);
+            let why =
+                link.diagnosis.as_ref().map(|d| crate::observe::explain::explain(link, d, self.assumed_limit, None));
+            log::closed(&route, id, link, why.as_deref());
         }
         if let Some(d) = &settled
             && d.cause != d.first

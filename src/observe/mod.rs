@@ -2,6 +2,7 @@
 //! never changes them.
 
 pub mod api;
+pub mod explain;
 pub mod log;
 pub mod metrics;
 pub mod table;

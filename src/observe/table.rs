@@ -110,8 +110,12 @@ pub fn render(links: &serde_json::Value) -> String {
         out.join("  ").trim_end().to_string() + "\n"
     };
     let mut out = line(&header.map(String::from));
-    for row in &rows {
+    let shown: Vec<&&serde_json::Value> = open.iter().chain(closed.iter()).collect();
+    for (row, link) in rows.iter().zip(shown) {
         out += &line(row);
+        if let Some(why) = link["explanation"].as_str().filter(|_| link["open"] != true) {
+            out += &format!("    └ {why}\n");
+        }
     }
     if rows.is_empty() {
         out += "(no links yet: point a replica's replicaof at the proxy)\n";

@@ -35,6 +35,7 @@ struct Inner {
 pub struct Route {
     name: String,
     epoch: Instant,
+    assumed_limit: Option<crate::link::forecast::OutputBufferLimit>,
     inner: Mutex<Inner>,
     /// Whether any fault is in force: read on every chunk without taking the lock.
     faults_present: AtomicBool,
@@ -51,6 +52,7 @@ impl Route {
         Route {
             name: name.to_string(),
             epoch: Instant::now(),
+            assumed_limit,
             inner: Mutex::new(Inner {
                 links: Links::new(),
                 peers: HashMap::new(),
@@ -279,11 +281,13 @@ impl Route {
         let now = self.now();
         let inner = self.lock();
         let mut views: Vec<serde_json::Value> = Vec::new();
+        let histories = inner.links.histories();
+        let explain = |l: &Link| self.explain(l, histories);
         for (id, link, peer) in &inner.closed {
-            views.push(view(*id, &self.name, *peer, link, now));
+            views.push(view(*id, &self.name, *peer, link, now, explain(link)));
         }
         for (id, link) in inner.links.iter() {
-            views.push(view(id, &self.name, inner.peers.get(&id).copied(), link, now));
+            views.push(view(id, &self.name, inner.peers.get(&id).copied(), link, now, explain(link)));
         }
         views.sort_by_key(|v| v["id"].as_u64());
         serde_json::Value::Array(views)
@@ -314,15 +318,33 @@ impl Route {
     pub fn link_json(&self, id: LinkId) -> Option<serde_json::Value> {
         let now = self.now();
         let inner = self.lock();
+        let histories = inner.links.histories();
         if let Some(link) = inner.links.get(id) {
-            return Some(view(id, &self.name, inner.peers.get(&id).copied(), link, now));
+            return Some(view(id, &self.name, inner.peers.get(&id).copied(), link, now, self.explain(link, histories)));
         }
-        inner.closed.iter().find(|(i, ..)| *i == id).map(|(id, link, peer)| view(*id, &self.name, *peer, link, now))
+        inner
+            .closed
+            .iter()
+            .find(|(i, ..)| *i == id)
+            .map(|(id, link, peer)| view(*id, &self.name, *peer, link, now, self.explain(link, histories)))
+    }
+
+    fn explain(&self, link: &Link, histories: &crate::link::history::Histories) -> Option<String> {
+        let d = link.diagnosis.as_ref()?;
+        let record = link.replica_endpoint().and_then(|ep| histories.get(&ep).cloned());
+        Some(crate::observe::explain::explain(link, d, self.assumed_limit, record.as_ref()))
     }
 }
 
-fn view(id: LinkId, route: &str, peer: Option<SocketAddr>, link: &Link, now: Timestamp) -> serde_json::Value {
-    serde_json::to_value(LinkView::new(id, route, peer.map(|p| p.to_string()), link, now))
+fn view(
+    id: LinkId,
+    route: &str,
+    peer: Option<SocketAddr>,
+    link: &Link,
+    now: Timestamp,
+    explanation: Option<String>,
+) -> serde_json::Value {
+    serde_json::to_value(LinkView::new(id, route, peer.map(|p| p.to_string()), link, now, explanation))
         .unwrap_or_else(|e| serde_json::json!({ "id": id, "error": e.to_string() }))
 }
 
