@@ -163,10 +163,10 @@ pub struct Diagnosis {
     pub settled: bool,
     /// The evidence.
     pub evidence: Evidence,
-    /// The later facts already taken into account: (the link they came from, whether it asked for a
-    /// full sync).
+    /// The later facts already taken into account: (the link they came from, which kind of fact: 0 came
+    /// back, 1 came back asking for a full sync, 2 the master refused it).
     #[serde(skip)]
-    pub facts_seen: Vec<(u64, bool)>,
+    pub facts_seen: Vec<(u64, u8)>,
 }
 
 /// What the rest of the route knows when a link closes.
@@ -344,7 +344,12 @@ pub fn refine(d: &mut Diagnosis, closed_at: Timestamp, source: u64, fact: Later)
     if d.settled {
         return;
     }
-    let key = (source, matches!(fact, Later::CameBack { asked_full: true, .. }));
+    let kind = match fact {
+        Later::CameBack { asked_full: false, .. } => 0,
+        Later::CameBack { asked_full: true, .. } => 1,
+        Later::MasterRefused { .. } => 2,
+    };
+    let key = (source, kind);
     if d.facts_seen.contains(&key) {
         return;
     }
@@ -566,5 +571,30 @@ mod rate_tests {
         let (rate, piled) = ev(second).expect("diagnosed");
         assert!(rate.is_some_and(|r| (r - 1.6e6).abs() < 1.0), "{rate:?}");
         assert!(piled.is_some_and(|p| (p - 1.6e6 * 1.99).abs() < 1e4), "{piled:?}");
+    }
+}
+
+#[cfg(test)]
+mod refusal_after_return_tests {
+    use super::*;
+    use crate::link::{Links, TransportEvent};
+
+    #[test]
+    fn a_reconnect_that_is_then_refused_counts_as_both_facts() {
+        let ms = |n: u64| Timestamp::from_micros(n * 1000);
+        let mut links = Links::new();
+        let id = links.open(Some([10, 0, 0, 2].into()), ms(0));
+        links.on_bytes(id, Direction::ReplicaToMaster, &crate::wire::encode_command(&["PING"]), ms(0));
+        links.on_transport(id, TransportEvent::Closed { by: ClosedBy::Master, how: CloseHow::Fin }, ms(100));
+        links.diagnose(ms(100));
+        // The replica reconnects (seen as coming back) and only then does the dial fail.
+        let again = links.open(Some([10, 0, 0, 2].into()), ms(101));
+        links.diagnose(ms(101));
+        links.with_link(again, |l| {
+            l.on_connect_failed(std::io::ErrorKind::ConnectionRefused, "Connection refused".into(), ms(102))
+        });
+        links.diagnose(ms(102));
+        let d = links.get(id).and_then(|l| l.diagnosis.clone()).expect("diagnosed");
+        assert_eq!((d.first, d.cause, d.settled), (Cause::MasterClosed, Cause::MasterShutdown, true));
     }
 }
