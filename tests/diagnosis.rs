@@ -150,3 +150,31 @@ fn a_bad_rdb_checksum_is_named() {
         Some(1.0)
     );
 }
+
+#[test]
+fn a_replica_that_cannot_load_the_rdb_is_a_failed_load_naming_both_versions() {
+    // A Valkey 9.1 master sends a replica that announces no version RDB version 11 (Redis 7.2's format;
+    // PROTOCOL.md §9.1); a Redis 7.0 replica reads only up to 10.
+    let servers = support::server::servers();
+    let valkey = servers.iter().find(|s| s.valkey && s.version >= (9, 0, 0)).cloned();
+    let redis7 = servers.iter().find(|s| !s.valkey && s.version.0 == 7).cloned().or_else(|| Some(redis_server()));
+    let (Some(valkey), Some(redis7)) = (valkey, redis7) else {
+        let required = std::env::var("REPLSCOPE_REQUIRE_SERVERS").is_ok_and(|v| v == "1");
+        assert!(!required, "needs Valkey ≥ 9.0 and Redis 7 (../shared/servers.sh)");
+        eprintln!("SKIPPED: needs Valkey ≥ 9.0 and Redis 7 (REPLSCOPE_SERVERS from ../shared/servers.sh)");
+        return;
+    };
+    let master = Server::start(&valkey, &["--repl-diskless-sync", "no"]);
+    master.cmd(&["SET", "a", "1"]);
+    let proxy = ProxyProc::start(master.port, &[]);
+    let replica = Server::start(&redis7, &["--replicaof", "127.0.0.1", &proxy.listen_port.to_string()]);
+    let unreadable: u32 = replica.wait_for("the replica to fail loading", 30, || {
+        replica.log().lines().find_map(|l| l.split("Can't handle RDB format version ").nth(1)?.trim().parse().ok())
+    });
+    let d = settled(&proxy, 0, 30);
+    assert_eq!(d["cause"], "replica_load_failed", "{d}");
+    let why = proxy.links()[0]["explanation"].as_str().map(String::from).expect("explained");
+    let (ma, mi, pa) = valkey.version;
+    assert!(why.contains(&format!("written by {ma}.{mi}.{pa} (RDB version {unreadable})")), "{why}");
+    drop(replica);
+}
