@@ -103,8 +103,19 @@ fn call(port: u16, commands: &[&[&str]]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// 20,000 keys of 1 KiB of incompressible hex, so the first full sync has an RDB worth watching (~20 MiB).
-fn seed(port: u16) -> anyhow::Result<()> {
+/// What the demo shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// A healthy link with a light load; after 10 s the master kills it and a partial resync follows.
+    Steady,
+    /// The classic outage: a 64 MB RDB over a 4 MiB/s link while ~1.5 MB/s of writes pile up past
+    /// `client-output-buffer-limit replica 8mb 4mb 5`; the master kills every attempt until replscope
+    /// flags the loop, then the demo gives the link full speed and the sync completes.
+    OutputBufferLoop,
+}
+
+/// `thousands` × 1,000 keys of 1 KiB of incompressible hex (20 → an RDB of ~20 MiB).
+fn seed(port: u16, thousands: u32) -> anyhow::Result<()> {
     let mut x = 0x9E37_79B9_7F4A_7C15u64;
     let mut value = || {
         (0..64)
@@ -116,7 +127,7 @@ fn seed(port: u16) -> anyhow::Result<()> {
             })
             .collect::<String>()
     };
-    for batch in 0..20 {
+    for batch in 0..thousands {
         let pairs: Vec<(String, String)> = (0..1000).map(|i| (format!("seed:{}", batch * 1000 + i), value())).collect();
         let cmds: Vec<[&str; 3]> = pairs.iter().map(|(k, v)| ["SET", k.as_str(), v.as_str()]).collect();
         let refs: Vec<&[&str]> = cmds.iter().map(|c| &c[..]).collect();
@@ -125,15 +136,26 @@ fn seed(port: u16) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn run(server: Option<PathBuf>, every: u64, duration: Option<u64>) -> anyhow::Result<()> {
+pub fn run(server: Option<PathBuf>, every: u64, duration: Option<u64>, scenario: Scenario) -> anyhow::Result<()> {
+    let looping = scenario == Scenario::OutputBufferLoop;
     let bin = find_server(server)?;
     let filter = tracing_subscriber::EnvFilter::try_from_env("REPLSCOPE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 
     println!("replscope demo: {}", bin.display());
-    let master = start_server(&bin, "master", &["--repl-diskless-sync".into(), "no".into()])?;
-    seed(master.port)?;
+    let mut master_args: Vec<String> = vec!["--repl-diskless-sync".into(), "no".into()];
+    if looping {
+        master_args
+            .extend(["--rdbcompression", "no", "--client-output-buffer-limit", "replica 8mb 4mb 5"].map(String::from));
+        println!("  seeding the master with 64 MB …");
+    }
+    let master = start_server(&bin, "master", &master_args)?;
+    seed(master.port, if looping { 64 } else { 20 })?;
+    let limit = replscope::link::forecast::OutputBufferLimit::parse("8mb 4mb 5").map_err(anyhow::Error::msg)?;
+    let slow_link = replscope::fault::FaultRequest::from_words("bandwidth rate=4MiB/s direction=master-to-replica")
+        .and_then(replscope::fault::FaultRequest::into_spec)
+        .map_err(|e| anyhow::anyhow!(e.0))?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let http = if TcpListener::bind("127.0.0.1:9190").is_ok() { "127.0.0.1:9190" } else { "127.0.0.1:0" };
     let config = ProxyConfig {
@@ -145,8 +167,8 @@ pub fn run(server: Option<PathBuf>, every: u64, duration: Option<u64>) -> anyhow
         max_links: 64,
         enable_faults: true,
         admin_token: None,
-        faults: Vec::new(),
-        assume_output_buffer_limit: None,
+        faults: if looping { vec![slow_link] } else { Vec::new() },
+        assume_output_buffer_limit: looping.then_some(limit),
     };
     let proxy = rt.block_on(Proxy::bind(config))?;
     let (Some(listen), Some(http)) = (proxy.listen_addr(), proxy.http_addr()) else {
@@ -165,19 +187,37 @@ pub fn run(server: Option<PathBuf>, every: u64, duration: Option<u64>) -> anyhow
     println!("  replica  127.0.0.1:{} replicating through replscope at {listen}", replica.port);
     println!("  metrics  http://{http}/metrics");
     println!("  links    http://{http}/api/links   (or: replscope links --http {http})");
-    println!(
-        "  a write load runs; in 10 s the master kills the replica's link to show a partial resync. Ctrl-C stops.\n"
-    );
+    if looping {
+        println!(
+            "  the master's client-output-buffer-limit replica is 8mb 4mb 5, the link does 4 MiB/s (a replscope fault), the master \
+             takes ~1.5 MB/s of writes: each full sync of its 64 MB is killed mid-transfer. Watch replscope name it, forecast it \
+             and flag the loop; then the demo removes the slow link. Ctrl-C stops.\n"
+        );
+    } else {
+        println!(
+            "  a write load runs; in 10 s the master kills the replica's link to show a partial resync. Ctrl-C stops.\n"
+        );
+    }
 
     let load_stop = Arc::clone(&stop);
     let master_port = master.port;
     let load = std::thread::spawn(move || {
         let mut i = 0u64;
+        let value = "v".repeat(1000);
         while !load_stop.load(Ordering::Relaxed) {
-            let key = format!("load:{}", i % 1000);
-            let _ = call(master_port, &[&["SET", &key, &i.to_string()], &["INCR", "demo:counter"]]);
+            if looping {
+                // 50 × 1 KB every 33 ms: about 1.5 MB/s.
+                let keys: Vec<String> = (0..50).map(|k| format!("load:{}", (i * 50 + k) % 100_000)).collect();
+                let cmds: Vec<[&str; 3]> = keys.iter().map(|k| ["SET", k.as_str(), value.as_str()]).collect();
+                let refs: Vec<&[&str]> = cmds.iter().map(|c| &c[..]).collect();
+                let _ = call(master_port, &refs);
+                std::thread::sleep(Duration::from_millis(33));
+            } else {
+                let key = format!("load:{}", i % 1000);
+                let _ = call(master_port, &[&["SET", &key, &i.to_string()], &["INCR", "demo:counter"]]);
+                std::thread::sleep(Duration::from_millis(10));
+            }
             i += 1;
-            std::thread::sleep(Duration::from_millis(10));
         }
     });
 
@@ -188,12 +228,38 @@ pub fn run(server: Option<PathBuf>, every: u64, duration: Option<u64>) -> anyhow
     });
     let started = Instant::now();
     let mut killed = false;
+    let mut loop_flagged = false;
+    let mut recovered = false;
     let mut last_print = Instant::now() - Duration::from_secs(every);
     while !stop.load(Ordering::Relaxed) {
         if duration.is_some_and(|d| started.elapsed() >= Duration::from_secs(d)) {
             break;
         }
-        if !killed && started.elapsed() >= Duration::from_secs(10) {
+        if looping
+            && !loop_flagged
+            && route.replicas_json().as_array().is_some_and(|r| r.iter().any(|r| r["in_loop"] == true))
+        {
+            println!("{}", table::render(&route.links_json()));
+            println!(
+                "demo: replscope flagged a replication loop. Removing the slow link (the fault), as a faster network would.\n"
+            );
+            route.clear_faults();
+            loop_flagged = true;
+        }
+        if loop_flagged
+            && !recovered
+            && route.links_json().as_array().is_some_and(|l| {
+                l.iter().any(|l| {
+                    l["open"] == true
+                        && l["phases"].as_array().is_some_and(|p| p.iter().any(|p| p["phase"] == "streaming"))
+                })
+            })
+        {
+            println!("{}", table::render(&route.links_json()));
+            println!("demo: the full sync completed at full speed; the loop clears after 60 s of streaming.\n");
+            recovered = true;
+        }
+        if !looping && !killed && started.elapsed() >= Duration::from_secs(10) {
             println!("demo: CLIENT KILL TYPE replica on the master\n");
             let _ = call(master.port, &[&["CLIENT", "KILL", "TYPE", "replica"]]);
             killed = true;

@@ -104,6 +104,9 @@ enum Command {
         /// Stop by itself after this many seconds (default: run until Ctrl-C).
         #[arg(long)]
         duration: Option<u64>,
+        /// What to show: a healthy link (steady), or the classic full-resync loop (output-buffer-loop).
+        #[arg(long, value_enum, default_value = "steady")]
+        scenario: demo::Scenario,
     },
     /// Replay a recorded link (JSON Lines, one read per line) and print each connection's story.
     ///
@@ -411,7 +414,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", links::table(&http)?);
             Ok(())
         }
-        Command::Demo { server, every, duration } => demo::run(server, every, duration),
+        Command::Demo { server, every, duration, scenario } => demo::run(server, every, duration, scenario),
         Command::Fault { action } => fault_command(action),
         Command::Replay { file, json } => {
             let reads = recording::load(&file)?;

@@ -150,3 +150,19 @@ fn the_output_buffer_loop_is_named_forecast_flagged_and_cleared() {
     stop.store(true, Ordering::Relaxed);
     writer.join().expect("writer");
 }
+
+#[test]
+fn the_demo_reproduces_and_explains_the_loop() {
+    let bin = redis_server();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_replscope"))
+        .args(["demo", "--scenario", "output-buffer-loop", "--every", "5", "--duration", "80"])
+        .env("REPLSCOPE_SERVER", &bin.path)
+        .output()
+        .expect("run the demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("in rdb_transfer: output_buffer_limit"), "{stdout}");
+    assert!(stdout.contains("had piled up for this replica") && stdout.contains("raise the replica limit"), "{stdout}");
+    assert!(stdout.contains("demo: replscope flagged a replication loop"), "{stdout}");
+    assert!(stdout.contains("demo: the full sync completed at full speed"), "{stdout}");
+}
