@@ -4,8 +4,6 @@
 
 mod support;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use support::proxy::ProxyProc;
@@ -103,40 +101,13 @@ fn the_master_write_rate_follows_a_steady_load() {
     master.cmd(&["SET", "warm", "up"]);
     in_sync(&master, &replica);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer_stop = Arc::clone(&stop);
-    let port = master.port;
-    let writer = std::thread::spawn(move || {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        let value = "v".repeat(200);
-        let mut buf = [0u8; 65536];
-        let mut i = 0u64;
-        while !writer_stop.load(Ordering::Relaxed) {
-            let mut batch = String::new();
-            for _ in 0..50 {
-                batch.push_str(&format!(
-                    "*3\r\n$3\r\nSET\r\n${}\r\nload:{i}\r\n$200\r\n{value}\r\n",
-                    format!("load:{i}").len()
-                ));
-                i += 1;
-            }
-            s.write_all(batch.as_bytes()).expect("write");
-            let mut oks = 0;
-            while oks < 50 {
-                let n = s.read(&mut buf).expect("read");
-                oks += buf[..n].iter().filter(|b| **b == b'\n').count();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    });
+    let load_writer = support::load::Load::start(master.port, "load", 50, 200, u64::MAX, Duration::from_millis(20));
     std::thread::sleep(Duration::from_secs(2));
     let (t0, o0) = (Instant::now(), offset(&master, "master_repl_offset"));
     std::thread::sleep(Duration::from_secs(4));
     let (t1, o1) = (Instant::now(), offset(&master, "master_repl_offset"));
     let ours = proxy.metrics().get("replscope_master_write_rate_bytes_per_second", &[]).expect("write rate");
-    stop.store(true, Ordering::Relaxed);
-    writer.join().expect("writer");
+    load_writer.stop();
     let actual = (o1 - o0) as f64 / t1.duration_since(t0).as_secs_f64();
     assert!(actual > 100_000.0, "the load writes {actual:.0} B/s");
     assert!((ours / actual - 1.0).abs() <= 0.30, "our write rate {ours:.0} B/s vs the master's {actual:.0} B/s");
@@ -160,33 +131,7 @@ fn a_full_sync_s_forecast_pile_and_the_doomed_flag() {
     let a = Server::start(&bin, &["--replicaof", "127.0.0.1", &proxy.listen_port.to_string()]);
     in_sync(&master, &a);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer_stop = Arc::clone(&stop);
-    let port = master.port;
-    let writer = std::thread::spawn(move || {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        let value = "w".repeat(200);
-        let mut buf = [0u8; 65536];
-        let mut i = 0u64;
-        while !writer_stop.load(Ordering::Relaxed) {
-            let mut batch = String::new();
-            for _ in 0..20 {
-                batch.push_str(&format!(
-                    "*3\r\n$3\r\nSET\r\n${}\r\nload:{i}\r\n$200\r\n{value}\r\n",
-                    format!("load:{i}").len()
-                ));
-                i += 1;
-            }
-            s.write_all(batch.as_bytes()).expect("write");
-            let mut oks = 0;
-            while oks < 20 {
-                let n = s.read(&mut buf).expect("read");
-                oks += buf[..n].iter().filter(|b| **b == b'\n').count();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    });
+    let load_writer = support::load::Load::start(master.port, "load", 20, 200, u64::MAX, Duration::from_millis(20));
     std::thread::sleep(Duration::from_secs(3));
 
     // Replica B does a full sync at 2 MiB/s; halfway, the forecast and the doomed flag.
@@ -208,8 +153,7 @@ fn a_full_sync_s_forecast_pile_and_the_doomed_flag() {
     );
     in_sync(&master, &b);
     let (t1, o1) = (Instant::now(), offset(&master, "master_repl_offset"));
-    stop.store(true, Ordering::Relaxed);
-    writer.join().expect("writer");
+    load_writer.stop();
 
     let load = (o1 - o0) as f64 / t1.duration_since(t0).as_secs_f64();
     let links = proxy.links();

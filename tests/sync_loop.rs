@@ -7,8 +7,6 @@
 
 mod support;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use support::proxy::ProxyProc;
@@ -37,37 +35,8 @@ fn the_output_buffer_loop_is_named_forecast_flagged_and_cleared() {
         ],
     );
 
-    // About 1.5 MB/s of writes.
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer_stop = Arc::clone(&stop);
-    let port = master.port;
-    let writer = std::thread::spawn(move || {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        let value = "z".repeat(1000);
-        let mut buf = [0u8; 65536];
-        let mut i = 0u64;
-        let start = Instant::now();
-        while !writer_stop.load(Ordering::Relaxed) {
-            let mut batch = String::new();
-            for _ in 0..50 {
-                let key = format!("w:{}", i % 100_000);
-                batch.push_str(&format!("*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n$1000\r\n{value}\r\n", key.len()));
-                i += 1;
-            }
-            s.write_all(batch.as_bytes()).expect("write");
-            let mut oks = 0;
-            while oks < 50 {
-                let n = s.read(&mut buf).expect("read");
-                oks += buf[..n].iter().filter(|b| **b == b'\n').count();
-            }
-            // 50 × ~1 KB every 33 ms ≈ 1.5 MB/s.
-            let due = Duration::from_millis(33 * (i / 50));
-            if let Some(wait) = due.checked_sub(start.elapsed()) {
-                std::thread::sleep(wait);
-            }
-        }
-    });
+    // About 1.5 MB/s of writes: 50 × 1 KB every 33 ms.
+    let load_writer = support::load::Load::start(master.port, "w", 50, 1000, 100_000, Duration::from_millis(33));
     std::thread::sleep(Duration::from_secs(2));
     let (t0, o0) = (Instant::now(), offset(&master));
     let replica = Server::start(&bin, &["--replicaof", "127.0.0.1", &proxy.listen_port.to_string()]);
@@ -147,8 +116,7 @@ fn the_output_buffer_loop_is_named_forecast_flagged_and_cleared() {
     replica.wait_for("the loop to clear after 60 s of streaming", 90, || {
         (proxy.metrics().get("replscope_replication_loop", &[("replica", &ep)]) == Some(0.0)).then_some(())
     });
-    stop.store(true, Ordering::Relaxed);
-    writer.join().expect("writer");
+    load_writer.stop();
 }
 
 #[test]

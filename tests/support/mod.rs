@@ -116,6 +116,7 @@ pub fn bytewise(b: &[u8]) -> Vec<usize> {
     vec![1; b.len()]
 }
 
+pub mod load;
 pub mod proxy;
 pub mod relay;
 pub mod server;
