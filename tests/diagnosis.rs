@@ -178,3 +178,28 @@ fn a_replica_that_cannot_load_the_rdb_is_a_failed_load_naming_both_versions() {
     assert!(why.contains(&format!("written by {ma}.{mi}.{pa} (RDB version {unreadable})")), "{why}");
     drop(replica);
 }
+
+#[test]
+fn a_master_shut_down_is_a_shutdown_and_its_successor_a_new_history() {
+    let bin = redis_server();
+    // Diskless: no RDB left behind, so the restarted master has a new replication id.
+    let mut master = Server::start(&bin, &["--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0"]);
+    let proxy = ProxyProc::start(master.port, &[]);
+    let replica = Server::start(&bin, &["--replicaof", "127.0.0.1", &proxy.listen_port.to_string()]);
+    in_sync(&master, &replica);
+    let _ = master.try_cmd(&["SHUTDOWN", "NOSAVE"]);
+    let d = settled(&proxy, 0, 20);
+    assert_eq!(d["cause"], "master_shutdown", "{d}");
+    assert_eq!(counted(&proxy, "master_shutdown"), 1.0);
+    master.restart();
+    master.wait_for("the replica to sync with the new master", 60, || {
+        let links = proxy.links();
+        links
+            .iter()
+            .find(|l| !l["psync_refusal"].is_null() && l["psync_refusal"]["reason"] != "no_history")
+            .map(|l| l["psync_refusal"]["reason"].clone())
+    });
+    let links = proxy.links();
+    let refused = links.iter().rev().find(|l| !l["psync_refusal"].is_null()).expect("a refused PSYNC");
+    assert_eq!(refused["psync_refusal"]["reason"], "replid_mismatch", "{}", refused["psync_refusal"]);
+}
