@@ -45,42 +45,7 @@ enum LogFormat {
 enum Command {
     /// Forward a replication link between a master and its replicas, and explain it.
     #[command(after_help = PROXY_EXAMPLES)]
-    Proxy {
-        /// The master, HOST:PORT (the name is resolved for every new connection).
-        #[arg(long, env = "REPLSCOPE_MASTER")]
-        master: String,
-        /// Where replicas connect.
-        #[arg(long, env = "REPLSCOPE_LISTEN", default_value = "127.0.0.1:6380")]
-        listen: String,
-        /// The route's name, a label on every metric [default: the master address].
-        #[arg(long, env = "REPLSCOPE_NAME")]
-        name: Option<String>,
-        /// Where /metrics and /api/links are served.
-        #[arg(long, env = "REPLSCOPE_HTTP", default_value = "127.0.0.1:9190")]
-        http: String,
-        /// Log format.
-        #[arg(long, env = "REPLSCOPE_LOG_FORMAT", value_enum, default_value = "text")]
-        log_format: LogFormat,
-        /// Bytes buffered per direction per link (e.g. 256KiB, 1MiB).
-        #[arg(long, env = "REPLSCOPE_BUFFER", default_value = "256KiB", value_parser = parse_buffer)]
-        buffer: usize,
-        /// Most connections open at once; more are refused.
-        #[arg(long, env = "REPLSCOPE_MAX_LINKS", default_value_t = 1024)]
-        max_links: usize,
-        /// Allow /api/faults (fault injection: for staging, not production).
-        #[arg(long, env = "REPLSCOPE_ENABLE_FAULTS")]
-        enable_faults: bool,
-        /// Bearer token fault changes need when --http is not on loopback.
-        #[arg(long, env = "REPLSCOPE_ADMIN_TOKEN", hide_env_values = true)]
-        admin_token: Option<String>,
-        /// A fault to install at start, e.g. "cut how=reset when=rdb-percent=50 times=1" (repeatable).
-        #[arg(long = "fault", value_name = "SPEC", value_parser = parse_fault)]
-        faults: Vec<replscope::fault::FaultSpec>,
-        /// The master's client-output-buffer-limit replica, e.g. "256mb 64mb 60": full syncs whose
-        /// forecast exceeds it are flagged (replscope_sync_doomed).
-        #[arg(long, env = "REPLSCOPE_ASSUME_OUTPUT_BUFFER_LIMIT", value_parser = parse_limit)]
-        assume_output_buffer_limit: Option<replscope::link::forecast::OutputBufferLimit>,
-    },
+    Proxy(ProxyArgs),
     /// Add, list or remove injected faults on a running proxy (started with --enable-faults).
     #[command(after_help = FAULT_EXAMPLES)]
     Fault {
@@ -130,6 +95,65 @@ Examples:
   replscope fault add stall --duration 5s --direction replica-to-master --when phase=streaming
   replscope fault list
   replscope fault rm --all";
+
+/// `replscope proxy`'s flags.
+#[derive(clap::Args)]
+struct ProxyArgs {
+    /// The master, HOST:PORT (the name is resolved for every new connection).
+    #[arg(long, env = "REPLSCOPE_MASTER")]
+    master: String,
+    /// Where replicas connect.
+    #[arg(long, env = "REPLSCOPE_LISTEN", default_value = "127.0.0.1:6380")]
+    listen: String,
+    /// The route's name, a label on every metric [default: the master address].
+    #[arg(long, env = "REPLSCOPE_NAME")]
+    name: Option<String>,
+    /// Where /metrics and /api/links are served.
+    #[arg(long, env = "REPLSCOPE_HTTP", default_value = "127.0.0.1:9190")]
+    http: String,
+    /// Log format.
+    #[arg(long, env = "REPLSCOPE_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Bytes buffered per direction per link (e.g. 256KiB, 1MiB).
+    #[arg(long, env = "REPLSCOPE_BUFFER", default_value = "256KiB", value_parser = parse_buffer)]
+    buffer: usize,
+    /// Most connections open at once; more are refused.
+    #[arg(long, env = "REPLSCOPE_MAX_LINKS", default_value_t = 1024)]
+    max_links: usize,
+    /// Allow /api/faults (fault injection: for staging, not production).
+    #[arg(long, env = "REPLSCOPE_ENABLE_FAULTS")]
+    enable_faults: bool,
+    /// Bearer token fault changes need when --http is not on loopback.
+    #[arg(long, env = "REPLSCOPE_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// A fault to install at start, e.g. "cut how=reset when=rdb-percent=50 times=1" (repeatable).
+    #[arg(long = "fault", value_name = "SPEC", value_parser = parse_fault)]
+    faults: Vec<replscope::fault::FaultSpec>,
+    /// The master's client-output-buffer-limit replica, e.g. "256mb 64mb 60": full syncs whose
+    /// forecast exceeds it are flagged (replscope_sync_doomed).
+    #[arg(long, env = "REPLSCOPE_ASSUME_OUTPUT_BUFFER_LIMIT", value_parser = parse_limit)]
+    assume_output_buffer_limit: Option<replscope::link::forecast::OutputBufferLimit>,
+}
+
+impl ProxyArgs {
+    /// The log format and the proxy's configuration.
+    fn into_config(self) -> (LogFormat, ProxyConfig) {
+        let name = self.name.unwrap_or_else(|| self.master.clone());
+        let config = ProxyConfig {
+            master: self.master,
+            listen: self.listen,
+            name,
+            http: self.http,
+            buffer: self.buffer,
+            max_links: self.max_links,
+            enable_faults: self.enable_faults,
+            admin_token: self.admin_token,
+            faults: self.faults,
+            assume_output_buffer_limit: self.assume_output_buffer_limit,
+        };
+        (self.log_format, config)
+    }
+}
 
 /// Where the API is, and the token for changes.
 #[derive(clap::Args)]
@@ -376,33 +400,9 @@ fn fault_command(action: FaultCommand) -> anyhow::Result<()> {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Proxy {
-            master,
-            listen,
-            name,
-            http,
-            log_format,
-            buffer,
-            max_links,
-            enable_faults,
-            admin_token,
-            faults,
-            assume_output_buffer_limit,
-        } => {
+        Command::Proxy(args) => {
+            let (log_format, config) = args.into_config();
             init_logs(log_format);
-            let name = name.unwrap_or_else(|| master.clone());
-            let config = ProxyConfig {
-                master,
-                listen,
-                name,
-                http,
-                buffer,
-                max_links,
-                enable_faults,
-                admin_token,
-                faults,
-                assume_output_buffer_limit,
-            };
             runtime()?.block_on(async move {
                 let proxy = Proxy::bind(config).await?;
                 proxy.run(stop_signal()).await?;

@@ -261,11 +261,6 @@ impl Link {
         self.stream.offset.or(self.stream.start_offset.map(|s| s + self.stream.bytes as i64))
     }
 
-    /// Bytes of an incomplete stream command at the end of what the master sent.
-    pub fn partial_stream_bytes(&self) -> u64 {
-        self.decoder.stream_progress().map_or(0, |(_, partial)| partial)
-    }
-
     /// Feeds bytes forwarded in `direction` at `now`. Returns the events they produced, already applied.
     pub fn on_bytes(&mut self, direction: Direction, bytes: &[u8], now: Timestamp) -> &[WireEvent] {
         let mut events = std::mem::take(&mut self.scratch);

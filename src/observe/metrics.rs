@@ -102,11 +102,6 @@ impl Observer {
         metrics::with_local_recorder(&self.recorder as &dyn Recorder, f)
     }
 
-    /// The route this observer labels its metrics with.
-    pub fn route(&self) -> &str {
-        &self.route
-    }
-
     /// Reports what changed in link `id` since the last call: counters, histograms, log lines.
     pub fn after_update(&mut self, id: LinkId, link: &Link, now: Timestamp) {
         let route = self.route.clone();

@@ -38,11 +38,6 @@ impl BoundedBuf {
         BoundedBuf { buf: Vec::new(), limit }
     }
 
-    /// The cap.
-    pub fn limit(&self) -> usize {
-        self.limit
-    }
-
     /// What is held.
     pub fn bytes(&self) -> &[u8] {
         &self.buf
