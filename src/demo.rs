@@ -168,7 +168,10 @@ pub fn run(server: Option<PathBuf>, every: u64, duration: Option<u64>, scenario:
         enable_faults: true,
         admin_token: None,
         faults: if looping { vec![slow_link] } else { Vec::new() },
-        assume_output_buffer_limit: looping.then_some(limit),
+        settings: replscope::link::settings::ServerSettings {
+            output_buffer_limit: looping.then_some(limit),
+            ..Default::default()
+        },
     };
     let proxy = rt.block_on(Proxy::bind(config))?;
     let (Some(listen), Some(http)) = (proxy.listen_addr(), proxy.http_addr()) else {

@@ -133,6 +133,13 @@ struct ProxyArgs {
     /// forecast exceeds it are flagged (replscope_sync_doomed).
     #[arg(long, env = "REPLSCOPE_ASSUME_OUTPUT_BUFFER_LIMIT", value_parser = parse_limit)]
     assume_output_buffer_limit: Option<replscope::link::forecast::OutputBufferLimit>,
+    /// The master's (and replica's) repl-timeout, e.g. 60s: a close counts as a timeout only after that
+    /// much silence (less 1 s for the servers' clock ticks), and explanations cite it as assumed.
+    #[arg(long, env = "REPLSCOPE_ASSUME_REPL_TIMEOUT", value_parser = parse_timeout)]
+    assume_repl_timeout: Option<std::time::Duration>,
+    /// The master's repl-backlog-size, e.g. 1mb: refused partial resyncs are measured against it.
+    #[arg(long, env = "REPLSCOPE_ASSUME_BACKLOG", value_parser = parse_backlog)]
+    assume_backlog: Option<u64>,
 }
 
 impl ProxyArgs {
@@ -149,7 +156,11 @@ impl ProxyArgs {
             enable_faults: self.enable_faults,
             admin_token: self.admin_token,
             faults: self.faults,
-            assume_output_buffer_limit: self.assume_output_buffer_limit,
+            settings: replscope::link::settings::ServerSettings {
+                repl_timeout: self.assume_repl_timeout,
+                output_buffer_limit: self.assume_output_buffer_limit,
+                backlog: self.assume_backlog,
+            },
         };
         (self.log_format, config)
     }
@@ -248,6 +259,22 @@ enum FaultCommand {
 
 fn parse_limit(s: &str) -> Result<replscope::link::forecast::OutputBufferLimit, String> {
     replscope::link::forecast::OutputBufferLimit::parse(s)
+}
+
+fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
+    match replscope::fault::spec::parse_duration(s) {
+        Ok(d) if d >= std::time::Duration::from_secs(1) => Ok(d),
+        Ok(_) => Err(format!("{s} is shorter than a second (repl-timeout is in whole seconds)")),
+        Err(e) => Err(e.0),
+    }
+}
+
+fn parse_backlog(s: &str) -> Result<u64, String> {
+    match replscope::size::parse_size(s) {
+        Ok(0) => Err(format!("{s} is no backlog (the smallest repl-backlog-size is 16kb)")),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn parse_fault(s: &str) -> Result<replscope::fault::FaultSpec, String> {

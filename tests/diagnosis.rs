@@ -47,7 +47,7 @@ fn counted(proxy: &ProxyProc, cause: &str) -> f64 {
 fn a_replica_that_stops_answering_is_timed_out_by_its_master() {
     let bin = redis_server();
     let master = Server::start(&bin, &["--repl-timeout", "2"]);
-    let proxy = ProxyProc::start(master.port, &[]);
+    let proxy = ProxyProc::start(master.port, &["--assume-repl-timeout", "2s"]);
     let replica = Server::start(&bin, &["--replicaof", "127.0.0.1", &proxy.listen_port.to_string()]);
     in_sync(&master, &replica);
     std::thread::sleep(Duration::from_millis(1500));
@@ -63,8 +63,13 @@ fn a_replica_that_stops_answering_is_timed_out_by_its_master() {
         (Some("master"), Some("streaming"))
     );
     assert_eq!(counted(&proxy, "master_timeout"), 1.0);
+    assert_eq!(
+        d["evidence"]["settings"],
+        serde_json::json!([{"setting": "repl-timeout", "value": "2", "source": "assumed"}]),
+        "the stated setting, said to be assumed"
+    );
     let why = proxy.links()[0]["explanation"].as_str().map(String::from).expect("explained");
-    assert!(why.contains("the master's repl-timeout ran out"), "{why}");
+    assert!(why.contains("the master's repl-timeout ran out, past repl-timeout 2 (assumed)"), "{why}");
 }
 
 #[test]
@@ -83,6 +88,10 @@ fn a_master_that_stops_sending_is_timed_out_by_its_replica() {
     assert_eq!(d["cause"], "replica_timeout", "{d}");
     assert!(d["evidence"]["master_silent_seconds"].as_f64().is_some_and(|s| s >= 2.0), "{d}");
     assert!(d["evidence"]["later"][0].as_str().is_some_and(|s| s.starts_with("the replica came back")), "{d}");
+    // No repl-timeout was stated: the explanation says what the silence proves of it instead.
+    assert_eq!(d["evidence"]["settings"], serde_json::json!([]), "{d}");
+    let why = proxy.links()[0]["explanation"].as_str().map(String::from).expect("explained");
+    assert!(why.contains("the replica's repl-timeout ran out, so its repl-timeout is below"), "{why}");
 }
 
 #[test]

@@ -30,7 +30,7 @@ fn digest(server: &Server) -> String {
 fn a_gap_larger_than_the_backlog_is_offset_out_of_range_with_its_size() {
     let bin = redis_server();
     let master = Server::start(&bin, &["--repl-backlog-size", "16kb", "--repl-diskless-sync", "no"]);
-    let proxy = ProxyProc::start(master.port, &[]);
+    let proxy = ProxyProc::start(master.port, &["--assume-backlog", "16kb"]);
     let replica = Server::start(&bin, &["--replicaof", "127.0.0.1", &proxy.listen_port.to_string()]);
     master.cmd(&["SET", "before", "1"]);
     in_sync(&master, &replica);
@@ -67,10 +67,26 @@ fn a_gap_larger_than_the_backlog_is_offset_out_of_range_with_its_size() {
     );
     assert_eq!(m.get("replscope_psync_rejected_total", &[("replica", &ep), ("reason", "no_history")]), Some(1.0));
     assert_eq!(m.get("replscope_psync_gap_bytes", &[("replica", &ep)]), Some(gap));
-    let logs = proxy.logs();
-    assert!(
-        logs.iter().any(|l| l["message"].as_str().is_some_and(|s| s.contains("more than the master's backlog held")))
+    // Judged against the backlog the operator stated, which says so, with a size that would have covered it.
+    assert_eq!(
+        refused["psync_refusal"]["backlog"],
+        serde_json::json!({"setting": "repl-backlog-size", "value": "16kb", "source": "assumed"})
     );
+    let why = refused["refusal_explanation"].as_str().expect("explained");
+    assert!(why.contains("more than repl-backlog-size 16kb (assumed) holds"), "{why}");
+    let suggested: f64 = why
+        .split("raise repl-backlog-size to at least ")
+        .nth(1)
+        .and_then(|rest| rest.split("mb").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no suggested size: {why}"));
+    assert!(suggested * 1048576.0 >= gap, "suggested {suggested}mb for a gap of {gap} bytes");
+    let logs = proxy.logs();
+    assert!(logs.iter().any(|l| {
+        l["message"].as_str().is_some_and(|s| {
+            s.starts_with("partial resync refused: ") && s.contains("more than repl-backlog-size 16kb (assumed) holds")
+        })
+    }));
 }
 
 #[test]

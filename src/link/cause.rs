@@ -7,13 +7,16 @@
 
 use std::time::Duration;
 
+use crate::link::settings::{ServerSettings, SettingUsed};
 use crate::link::{CloseHow, ClosedBy, HandshakeStep, Link, LinkKind, Phase, Side, SyncRequest};
 use crate::time::Timestamp;
 use crate::wire::{Direction, ErrorCode, PayloadFraming, PsyncId, TrailerCheck};
 
 /// Silence that counts as a timeout's cause. Replicas ACK once a second and masters stream, ping or send
 /// `\n` at least every few seconds in a healthy link, so 2 s without a byte is already abnormal; the
-/// server's own `repl-timeout` (60 s by default) is longer, so any real timeout passes this bar.
+/// server's own `repl-timeout` (60 s by default) is longer, so any real timeout passes this bar. When the
+/// operator states `repl-timeout` (`--assume-repl-timeout`) the bar rises to it
+/// ([`ServerSettings::silence_for_timeout`]).
 pub const SILENCE: Duration = Duration::from_secs(2);
 
 /// How long a replica has to come back before its close counts as leaving: replicas reconnect at once
@@ -150,6 +153,10 @@ pub struct Evidence {
     pub error_code: Option<ErrorCode>,
     /// What the later facts said (came back after N s, asked for a full sync, …).
     pub later: Vec<String>,
+    /// The server settings the cause was judged against, each `assumed` (stated by the operator) or
+    /// `default`; every other number here was observed on the wire (the accumulated bytes are an
+    /// estimate from observed rates).
+    pub settings: Vec<SettingUsed>,
 }
 
 /// A link's diagnosis: the first answer, and the final one once later facts settled it.
@@ -174,6 +181,8 @@ pub struct Diagnosis {
 pub struct Context {
     /// The master's write rate, bytes per second.
     pub write_rate: Option<f64>,
+    /// What the operator stated about the master's settings.
+    pub settings: ServerSettings,
 }
 
 fn secs(d: Duration) -> f64 {
@@ -231,8 +240,18 @@ pub fn classify(link: &Link, ctx: Context) -> Option<Diagnosis> {
         },
         error_code: None,
         later: Vec::new(),
+        settings: Vec::new(),
     };
     let cause = first_cause(link, close.by, close.how, in_full_sync, master_silent, replica_silent, ctx, &mut evidence);
+    match cause {
+        // The default repl-timeout is not evidence: a timeout that fired proves the setting was shorter
+        // than the silence, whatever the default says.
+        Cause::MasterTimeout | Cause::ReplicaTimeout if ctx.settings.repl_timeout.is_some() => {
+            evidence.settings.push(ctx.settings.repl_timeout().1)
+        }
+        Cause::OutputBufferLimit => evidence.settings.push(ctx.settings.output_buffer_limit().1),
+        _ => {}
+    }
     Some(Diagnosis { first: cause, cause, settled: is_final(cause), evidence, facts_seen: Vec::new() })
 }
 
@@ -279,17 +298,18 @@ fn first_cause(
     if by == ClosedBy::Replica && link.desyncs.iter().any(|d| close.at.since(d.at) <= DESYNC_BEFORE_CLOSE) {
         return Cause::ProtocolError;
     }
+    let silence = ctx.settings.silence_for_timeout();
     match by {
         ClosedBy::Master => {
             if link.stream.getack_last_at.is_some_and(|t| close.at.since(t) <= GETACK_BEFORE_SHUTDOWN) {
                 return Cause::MasterShutdown;
             }
-            if close.phase == Phase::Streaming && replica_silent >= SILENCE {
+            if close.phase == Phase::Streaming && replica_silent >= silence {
                 return Cause::MasterTimeout;
             }
             let diskless = link.rdb.as_ref().is_some_and(|r| r.framing == PayloadFraming::EofMark);
             let stalled_toward_replica = link.last_blocked[Side::Replica.index()]
-                .is_some_and(|(end, d)| d >= SILENCE && close.at.since(end) <= BACKED_UP_WITHIN);
+                .is_some_and(|(end, d)| d >= silence && close.at.since(end) <= BACKED_UP_WITHIN);
             if close.phase == Phase::RdbTransfer && diskless && stalled_toward_replica {
                 return Cause::MasterTimeout;
             }
@@ -310,7 +330,7 @@ fn first_cause(
             if close.phase == Phase::Loading {
                 return Cause::ReplicaLoadFailed;
             }
-            if master_silent >= SILENCE {
+            if master_silent >= silence {
                 return Cause::ReplicaTimeout;
             }
             if how == CloseHow::Reset {
@@ -451,6 +471,31 @@ mod tests {
         assert_eq!(cause(&links, id), (Cause::MasterTimeout, Cause::MasterTimeout, true));
         let d = links.get(id).and_then(|l| l.diagnosis.clone()).expect("diagnosed");
         assert!((d.evidence.replica_silent_seconds - 2.5).abs() < 0.01);
+    }
+
+    #[test]
+    fn a_stated_repl_timeout_rules_out_a_short_silence_and_is_cited_as_assumed() {
+        let settings =
+            crate::link::settings::ServerSettings { repl_timeout: Some(Duration::from_secs(60)), ..Default::default() };
+        // 2.5 s of silence is no 60 s timeout: the master closed it for some other reason.
+        let mut links = Links::with_settings(settings);
+        let id = streaming(&mut links, 0);
+        close(&mut links, id, ClosedBy::Master, CloseHow::Fin, 3500);
+        assert_eq!(cause(&links, id).0, Cause::MasterClosed);
+        // 59.5 s of silence is, within the servers' clock ticks; the evidence names the stated setting.
+        let mut links = Links::with_settings(settings);
+        let id = streaming(&mut links, 0);
+        close(&mut links, id, ClosedBy::Master, CloseHow::Fin, 60_500);
+        assert_eq!(cause(&links, id), (Cause::MasterTimeout, Cause::MasterTimeout, true));
+        let d = links.get(id).and_then(|l| l.diagnosis.clone()).expect("diagnosed");
+        assert_eq!(d.evidence.settings, vec![settings.repl_timeout().1]);
+        assert_eq!(d.evidence.settings[0].source, crate::link::settings::Source::Assumed);
+        // Without a stated timeout, the default is no evidence.
+        let mut links = Links::new();
+        let id = streaming(&mut links, 0);
+        close(&mut links, id, ClosedBy::Master, CloseHow::Fin, 3500);
+        let d = links.get(id).and_then(|l| l.diagnosis.clone()).expect("diagnosed");
+        assert_eq!((d.cause, d.evidence.settings.len()), (Cause::MasterTimeout, 0));
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod forecast;
 pub mod history;
 pub mod refusal;
 mod registry;
+pub mod settings;
 mod transport;
 pub mod write_rate;
 

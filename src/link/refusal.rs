@@ -2,6 +2,7 @@
 //! the master granted instead (`+FULLRESYNC <replid> <offset>`, or for two-channel syncs the offset from
 //! `$ENDOFF` or the RDB channel's `+FULLRESYNC`). PROTOCOL.md §8.
 
+use crate::link::settings::SettingUsed;
 use crate::wire::{PsyncId, ReplId};
 
 /// The reason a PSYNC got a full sync.
@@ -34,7 +35,7 @@ impl RefusalReason {
 }
 
 /// A refused partial resync, with the numbers behind the reason.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct PsyncRefusal {
     /// Why.
     pub reason: RefusalReason,
@@ -50,6 +51,14 @@ pub struct PsyncRefusal {
     /// (negative when it was ahead). An estimate when the master attached the replica to a BGSAVE already
     /// running, or delayed the fork (`repl-diskless-sync-delay`).
     pub gap_bytes: Option<i64>,
+    /// For `offset_out_of_range`: the `repl-backlog-size` the gap is judged against, assumed by the
+    /// operator or the master version's default (set by the route, which knows both).
+    pub backlog: Option<SettingUsed>,
+    /// The master's write rate (bytes per second) when it refused, if known: how long a backlog lasts.
+    pub write_rate: Option<f64>,
+    /// Whether `backlog` can no longer change (stated, or the master's version known).
+    #[serde(skip)]
+    pub backlog_final: bool,
 }
 
 /// Classifies a PSYNC that was answered with a full sync.
@@ -64,7 +73,17 @@ pub fn classify(asked: PsyncId, asked_offset: i64, master_replid: ReplId, master
             (reason, Some(id), Some(gap))
         }
     };
-    PsyncRefusal { reason, asked_replid, asked_offset, master_replid, master_offset, gap_bytes }
+    PsyncRefusal {
+        reason,
+        asked_replid,
+        asked_offset,
+        master_replid,
+        master_offset,
+        gap_bytes,
+        backlog: None,
+        write_rate: None,
+        backlog_final: false,
+    }
 }
 
 #[cfg(test)]

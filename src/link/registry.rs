@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::link::settings::ServerSettings;
 use crate::link::write_rate::WriteRate;
 use crate::link::{Link, LinkKind, PairKey, Phase, TransportEvent};
 use crate::time::Timestamp;
@@ -30,12 +31,27 @@ pub struct Links {
     histories: crate::link::history::Histories,
     /// Loops entered or cleared since the driver last looked.
     loop_changes: Vec<(String, crate::link::history::LoopChange)>,
+    /// What the operator stated about the master's settings.
+    settings: ServerSettings,
+    /// Whether the master is Valkey 8.0 or later, as the newest RDB on this route said (its default
+    /// backlog is 10mb, not 1mb).
+    master_valkey_8: Option<bool>,
 }
 
 impl Links {
     /// An empty set.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty set whose diagnoses are judged against the settings the operator stated.
+    pub fn with_settings(settings: ServerSettings) -> Self {
+        Links { settings, ..Self::default() }
+    }
+
+    /// What the operator stated about the master's settings.
+    pub fn settings(&self) -> ServerSettings {
+        self.settings
     }
 
     /// Records a connection accepted at `now`.
@@ -81,6 +97,7 @@ impl Links {
         link.on_bytes(direction, bytes, now);
         self.after_update(id);
         self.observe_write_rate(id, now);
+        self.judge_refusal(id, now);
         self.links.get(&id).map_or(&[], Link::last_events)
     }
 
@@ -88,7 +105,7 @@ impl Links {
     /// those whose window has passed. Returns the links whose diagnosis changed.
     pub fn diagnose(&mut self, now: Timestamp) -> Vec<LinkId> {
         use crate::link::cause::{self, Context, Later};
-        let ctx = Context { write_rate: self.write_rate.rate(now) };
+        let ctx = Context { write_rate: self.write_rate.rate(now), settings: self.settings };
         let mut changed = Vec::new();
         let was_settled: HashSet<LinkId> = self
             .links
@@ -228,6 +245,31 @@ impl Links {
         }
     }
 
+    /// Puts the backlog a refused partial resync is judged against on its refusal (the stated one, or the
+    /// default of the master's version once an RDB has shown it), and the write rate it lasts at.
+    fn judge_refusal(&mut self, id: LinkId, now: Timestamp) {
+        let Some(link) = self.links.get_mut(&id) else { return };
+        // The master's version, from this link's RDB (final) or, until it arrives, from the route's last.
+        let own = link.rdb.as_ref().and_then(|r| r.header.as_ref()).map(|h| {
+            h.aux.valkey_ver.as_deref().is_some_and(|v| {
+                v.split('.').next().and_then(|major| major.parse::<u32>().ok()).is_some_and(|m| m >= 8)
+            })
+        });
+        if own.is_some() {
+            self.master_valkey_8 = own;
+        }
+        let Some(refusal) = link.psync_refusal.as_mut() else { return };
+        if refusal.reason != crate::link::RefusalReason::OffsetOutOfRange || refusal.backlog_final {
+            return;
+        }
+        refusal.write_rate = refusal.write_rate.or_else(|| self.write_rate.rate(now));
+        refusal.backlog = Some(self.settings.backlog(self.master_valkey_8.unwrap_or(false)).1);
+        // A link past its transfer (or whose RDB came on another channel) will learn no more.
+        let past_rdb = !matches!(link.phase(), Phase::Handshake | Phase::WaitingBgsave | Phase::RdbTransfer);
+        let Some(refusal) = link.psync_refusal.as_mut() else { return };
+        refusal.backlog_final = self.settings.backlog.is_some() || own.is_some() || past_rdb;
+    }
+
     /// Runs `f` on a link, if it exists.
     pub fn with_link<T>(&mut self, id: LinkId, f: impl FnOnce(&mut Link) -> T) -> Option<T> {
         self.links.get_mut(&id).map(f)
@@ -268,5 +310,52 @@ impl Links {
             main_link.adopt_from_rdb_channel(&rdb_link, rdb);
         }
         self.links.insert(rdb, rdb_link);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::link::settings::Source;
+    use crate::wire::encode_command as resp;
+
+    const ID: &str = "8f3a1c0e9b7d6a5f4e3d2c1b0a9f8e7d6c5b4a39";
+
+    /// A replica that asks to resume at 1001 and is refused with a full sync from 500000; its RDB says
+    /// it was written by `server` (`valkey-ver`), if any.
+    fn refused(links: &mut Links, server: Option<&str>) -> LinkId {
+        let t = Timestamp::from_micros(1000);
+        let id = links.open(None, t);
+        links.on_bytes(id, Direction::ReplicaToMaster, &resp(&["PSYNC", ID, "1001"]), t);
+        let answer = format!("+FULLRESYNC {ID} 500000\r\n$100\r\nREDIS0011");
+        links.on_bytes(id, Direction::MasterToReplica, answer.as_bytes(), t);
+        if let Some(v) = server {
+            let mut aux = vec![0xFA, 10];
+            aux.extend_from_slice(b"valkey-ver");
+            aux.push(v.len() as u8);
+            aux.extend_from_slice(v.as_bytes());
+            aux.extend_from_slice(&[0xFE, 0x00]);
+            links.on_bytes(id, Direction::MasterToReplica, &aux, t);
+        }
+        id
+    }
+
+    fn backlog(links: &Links, id: LinkId) -> (String, Source) {
+        let b = links.get(id).and_then(|l| l.psync_refusal.clone()).and_then(|r| r.backlog).expect("judged");
+        (b.value, b.source)
+    }
+
+    #[test]
+    fn a_refusal_is_judged_against_the_stated_backlog_or_the_masters_default() {
+        let mut links = Links::new();
+        let redis = refused(&mut links, None);
+        assert_eq!(backlog(&links, redis), ("1mb".into(), Source::Default));
+        let valkey = refused(&mut links, Some("9.1.2"));
+        assert_eq!(backlog(&links, valkey), ("10mb".into(), Source::Default), "Valkey 8+ defaults to 10mb");
+        let old_valkey = refused(&mut links, Some("7.2.5"));
+        assert_eq!(backlog(&links, old_valkey), ("1mb".into(), Source::Default));
+        let mut links = Links::with_settings(ServerSettings { backlog: Some(16 << 10), ..Default::default() });
+        let stated = refused(&mut links, Some("9.1.2"));
+        assert_eq!(backlog(&links, stated), ("16kb".into(), Source::Assumed));
     }
 }

@@ -28,6 +28,8 @@ pub struct LinkView<'a> {
     pub master_offset: Option<i64>,
     /// Why it ended, in plain words with a suggestion, once diagnosed.
     pub explanation: Option<String>,
+    /// Why its partial resync was refused, in plain words, when it was.
+    pub refusal_explanation: Option<String>,
     /// Everything else the link knows.
     #[serde(flatten)]
     pub link: &'a Link,
@@ -56,6 +58,7 @@ impl<'a> LinkView<'a> {
             rdb_rate_bytes_per_second: link.rdb_rate(now),
             master_offset: link.master_offset(),
             explanation,
+            refusal_explanation: link.psync_refusal.as_ref().map(crate::observe::explain::refusal),
             link,
         }
     }

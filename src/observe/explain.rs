@@ -1,24 +1,31 @@
 //! Why a link ended, in plain words, with its numbers and one concrete suggestion: what an on-call
 //! engineer reads first in `/api/links`, `replscope links` and the WARN log line.
 
-use crate::link::cause::{Cause, Diagnosis};
-use crate::link::forecast::OutputBufferLimit;
+use crate::link::cause::{Cause, Diagnosis, Evidence};
 use crate::link::history::ReplicaHistory;
-use crate::link::{ClosedBy, Link, Phase};
+use crate::link::settings::{ServerSettings, SettingUsed};
+use crate::link::{ClosedBy, Link, Phase, PsyncRefusal, RefusalReason};
 use crate::observe::log::human_bytes;
 use crate::wire::{ErrorCode, TrailerCheck};
-
-/// Redis's and Valkey's default `client-output-buffer-limit replica`.
-pub const DEFAULT_REPLICA_LIMIT: OutputBufferLimit =
-    OutputBufferLimit { hard: 256 << 20, soft: 64 << 20, soft_seconds: 60 };
 
 fn mb(bytes: f64) -> String {
     let m = bytes / 1e6;
     if m < 10.0 { format!("{m:.1} MB") } else { format!("{m:.0} MB") }
 }
 
-fn limit_text(l: &OutputBufferLimit) -> String {
-    format!("{}mb {}mb {}", l.hard >> 20, l.soft >> 20, l.soft_seconds)
+/// The setting named `name` that the evidence was judged against.
+fn setting<'a>(e: &'a Evidence, name: &str) -> Option<&'a SettingUsed> {
+    e.settings.iter().find(|s| s.setting == name)
+}
+
+/// How a timeout's explanation names the setting: the stated one, or what the silence proves of it.
+fn timeout_words(e: &Evidence, silence: f64) -> String {
+    match setting(e, "repl-timeout") {
+        Some(t) => format!("past {}", t.describe()),
+        None => format!(
+            "so its repl-timeout is below {silence:.0} s (state it with --assume-repl-timeout to be judged against it)"
+        ),
+    }
 }
 
 /// Rounds up to a power of two in megabytes, as a limit one would actually configure.
@@ -30,14 +37,9 @@ fn suggest_mb(bytes: f64) -> u64 {
     m
 }
 
-/// The explanation of a diagnosed link; `assumed` is the operator's `--assume-output-buffer-limit`,
-/// `record` the replica's history (for a loop).
-pub fn explain(
-    link: &Link,
-    d: &Diagnosis,
-    assumed: Option<OutputBufferLimit>,
-    record: Option<&ReplicaHistory>,
-) -> String {
+/// The explanation of a diagnosed link; `record` is the replica's history (for a loop). The server
+/// settings it names are those of the evidence, each said to be assumed or the default.
+pub fn explain(link: &Link, d: &Diagnosis, record: Option<&ReplicaHistory>) -> String {
     let e = &d.evidence;
     let by = match e.closed_by {
         ClosedBy::Master => "the master",
@@ -50,16 +52,18 @@ pub fn explain(
              the replica's output buffer on the master overflowed; raise client-output-buffer-limit replica, or find why the replica reads slowly",
             e.blocked_replica_seconds
         ),
-        Cause::OutputBufferLimit => output_buffer(link, d, assumed),
+        Cause::OutputBufferLimit => output_buffer(link, d),
         Cause::MasterTimeout => format!(
-            "{by} closed the link after the replica had sent nothing (no ACK, no keepalive) for {:.1} s: the master's repl-timeout ran out; \
-             look for pauses on the replica (a fork, swapping, a long command) or raise repl-timeout",
-            e.replica_silent_seconds
+            "{by} closed the link after the replica had sent nothing (no ACK, no keepalive) for {:.1} s: the master's repl-timeout ran out, \
+             {}; look for pauses on the replica (a fork, swapping, a long command) or raise repl-timeout",
+            e.replica_silent_seconds,
+            timeout_words(e, e.replica_silent_seconds)
         ),
         Cause::ReplicaTimeout => format!(
-            "{by} closed the link after nothing had come from the master for {:.1} s: the replica's repl-timeout ran out; \
-             look for stalls on the master or the network, or raise repl-timeout on the replica",
-            e.master_silent_seconds
+            "{by} closed the link after nothing had come from the master for {:.1} s: the replica's repl-timeout ran out, \
+             {}; look for stalls on the master or the network, or raise repl-timeout on the replica",
+            e.master_silent_seconds,
+            timeout_words(e, e.master_silent_seconds)
         ),
         Cause::ReplicaLoadFailed => {
             let rdb = link.rdb.as_ref();
@@ -143,11 +147,75 @@ pub fn explain(
     text
 }
 
+/// Why a partial resync was refused, in plain words, with its numbers and what to change where a
+/// setting decides it.
+pub fn refusal(r: &PsyncRefusal) -> String {
+    let short = |id: &str| id.chars().take(8).collect::<String>();
+    match (r.reason, r.gap_bytes) {
+        (RefusalReason::NoHistory, _) => {
+            "the replica had no history to resume (PSYNC ? -1): a first sync, or a replica restarted \
+             without its replication state; a full sync is expected"
+                .to_string()
+        }
+        (RefusalReason::ReplidMismatch, _) => format!(
+            "the master's history is {}…, not the one the replica asked for ({}…): the master restarted without its replication \
+             state, failed over, or freed its backlog after repl-backlog-ttl with no replica attached; no backlog size would have helped",
+            short(r.master_replid.as_str()),
+            r.asked_replid.as_ref().map_or("?".to_string(), |i| short(i.as_str()))
+        ),
+        (RefusalReason::ReplicaAhead, Some(gap)) => format!(
+            "the replica asked for {} beyond the master's offset: a failover that lost writes, or a replica attached to an older \
+             snapshot; the replica's extra history is discarded",
+            human_bytes(-gap as f64)
+        ),
+        (RefusalReason::OffsetOutOfRange, Some(gap)) => backlog_gap(r, gap),
+        (reason, None) => reason.as_str().to_string(),
+    }
+}
+
+/// A gap the backlog did not cover: against the backlog stated or defaulted, and at the write rate seen.
+fn backlog_gap(r: &PsyncRefusal, gap: i64) -> String {
+    let gap_f = gap as f64;
+    let mut s = format!(
+        "the replica was {} behind ({gap} bytes, from the master's offset when its snapshot began)",
+        human_bytes(gap_f)
+    );
+    let backlog = r.backlog.as_ref().and_then(|b| Some((b, crate::size::parse_size(&b.value).ok()? as f64)));
+    let Some((setting, bytes)) = backlog else {
+        s.push_str(", more than the master's backlog held: raise repl-backlog-size above the gap");
+        return s;
+    };
+    let lasts = |b: f64| r.write_rate.filter(|w| *w > 0.0).map(|w| b / w);
+    if gap_f <= bytes {
+        s.push_str(&format!(
+            ", which fits {}, yet the master refused: its backlog is smaller than that, or was freed (repl-backlog-ttl); \
+             check repl_backlog_size and repl_backlog_histlen in the master's INFO replication",
+            setting.describe()
+        ));
+        return s;
+    }
+    s.push_str(&format!(", more than {} holds", setting.describe()));
+    if let Some(secs) = lasts(bytes) {
+        s.push_str(&format!(
+            "; at the master's {}/s of writes that backlog covers {secs:.1} s of disconnection",
+            mb(r.write_rate.unwrap_or(0.0))
+        ));
+    }
+    let suggested = suggest_mb(gap_f * 2.0);
+    s.push_str(&format!(": raise repl-backlog-size to at least {suggested}mb"));
+    if let Some(secs) = lasts((suggested << 20) as f64) {
+        s.push_str(&format!(" (about {secs:.0} s at this write rate)"));
+    }
+    s
+}
+
 /// The classic case: the master killed a full sync because writes piled up past the replica's limit.
-fn output_buffer(link: &Link, d: &Diagnosis, assumed: Option<OutputBufferLimit>) -> String {
+fn output_buffer(link: &Link, d: &Diagnosis) -> String {
     let e = &d.evidence;
-    let limit = assumed.unwrap_or(DEFAULT_REPLICA_LIMIT);
-    let which = if assumed.is_some() { "the assumed" } else { "the default" };
+    let limit = setting(e, "client-output-buffer-limit replica")
+        .cloned()
+        .unwrap_or_else(|| ServerSettings::default().output_buffer_limit().1);
+    let which = format!("the {}", limit.source.as_str());
     let phase_words = match e.phase {
         Phase::WaitingBgsave => "while the master prepared the RDB".to_string(),
         Phase::Loading => "while the replica loaded the RDB".to_string(),
@@ -164,7 +232,7 @@ fn output_buffer(link: &Link, d: &Diagnosis, assumed: Option<OutputBufferLimit>)
             "the master closed the link {phase_words}, while writes were piling up for this replica (the write rate is not known yet): \
              the replica's output buffer outgrew {which} client-output-buffer-limit replica {}; compare it with write rate × transfer time, \
              or make the transfer faster",
-            limit_text(&limit)
+            limit.value
         );
     };
     let mut s = format!(
@@ -172,7 +240,7 @@ fn output_buffer(link: &Link, d: &Diagnosis, assumed: Option<OutputBufferLimit>)
          client-output-buffer-limit replica {}",
         mb(rate),
         mb(piled),
-        limit_text(&limit)
+        limit.value
     );
     // What the whole transfer would have needed, at the rates seen.
     let total = match (link.phase_at(Phase::WaitingBgsave), e.rdb_size, e.rdb_rate) {
@@ -233,7 +301,7 @@ mod tests {
         let mut d = link.diagnosis.clone().expect("diagnosed");
         d.evidence.write_rate = Some(3.5e6);
         d.evidence.accumulated_bytes = Some(3.5e6 * 40.0);
-        let text = explain(link, &d, None, None);
+        let text = explain(link, &d, None);
         assert!(
             text.starts_with("the master closed the link 38 s into the RDB transfer, after 812.00 MiB of 1.34 GiB"),
             "{text}"
@@ -245,5 +313,35 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("raise the replica limit to at least 512mb/256mb"), "{text}");
+    }
+
+    fn refused(gap: i64, backlog: Option<u64>, write_rate: Option<f64>) -> PsyncRefusal {
+        let id = crate::wire::ReplId::parse(b"8f3a1c0e9b7d6a5f4e3d2c1b0a9f8e7d6c5b4a39").expect("40 hex");
+        let mut r = crate::link::refusal::classify(crate::wire::PsyncId::Id(id), 1001, id, 1000 + gap);
+        let settings = ServerSettings { backlog, ..Default::default() };
+        r.backlog = Some(settings.backlog(false).1);
+        r.write_rate = write_rate;
+        r
+    }
+
+    #[test]
+    fn a_gap_past_the_backlog_says_how_long_the_backlog_lasts_and_what_would() {
+        let text = refusal(&refused(3_000_000, Some(1 << 20), Some(500_000.0)));
+        assert!(text.starts_with("the replica was 2.86 MiB behind (3000000 bytes"), "{text}");
+        assert!(text.contains("more than repl-backlog-size 1mb (assumed) holds"), "{text}");
+        assert!(
+            text.contains("at the master's 0.5 MB/s of writes that backlog covers 2.1 s of disconnection"),
+            "{text}"
+        );
+        assert!(text.contains("raise repl-backlog-size to at least 8mb (about 17 s at this write rate)"), "{text}");
+        // The default stands in when nothing was stated, and says so.
+        let text = refusal(&refused(3_000_000, None, None));
+        assert!(
+            text.contains("more than repl-backlog-size 1mb (default) holds: raise repl-backlog-size to at least 8mb"),
+            "{text}"
+        );
+        // A gap the stated backlog would hold: the statement, or the backlog, is wrong.
+        let text = refusal(&refused(100_000, Some(1 << 20), None));
+        assert!(text.contains("which fits repl-backlog-size 1mb (assumed), yet the master refused"), "{text}");
     }
 }

@@ -194,22 +194,7 @@ pub fn settled(route: &str, id: LinkId, link: &Link, d: &crate::link::cause::Dia
 /// Logs why a partial resync was refused.
 pub fn refusal(route: &str, id: LinkId, link: &Link, r: &crate::link::PsyncRefusal) {
     let replica = link.replica_endpoint().unwrap_or_else(|| "-".into());
-    let why = match (r.reason, r.gap_bytes) {
-        (crate::link::RefusalReason::NoHistory, _) => "the replica had no history to resume (PSYNC ? -1)".to_string(),
-        (crate::link::RefusalReason::ReplidMismatch, _) => format!(
-            "the master's history is {}…, not the one the replica asked for ({}…): restart, failover or expired backlog",
-            short(r.master_replid.as_str()),
-            r.asked_replid.as_ref().map_or("?", |i| short(i.as_str()))
-        ),
-        (crate::link::RefusalReason::OffsetOutOfRange, Some(gap)) => format!(
-            "the replica was {} behind ({gap} bytes), more than the master's backlog held",
-            human_bytes(gap as f64)
-        ),
-        (crate::link::RefusalReason::ReplicaAhead, Some(gap)) => {
-            format!("the replica asked for {} beyond the master's offset", human_bytes(-gap as f64))
-        }
-        (reason, None) => reason.as_str().to_string(),
-    };
+    let why = crate::observe::explain::refusal(r);
     tracing::info!(route, link = id.0, replica, reason = r.reason.as_str(), "partial resync refused: {why}");
 }
 

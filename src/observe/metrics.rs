@@ -13,6 +13,7 @@ use std::time::Duration;
 use metrics::{Recorder, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
+use crate::link::settings::ServerSettings;
 use crate::link::{Link, LinkId, LinkKind, Links, Phase, Side, SyncKind, SyncRequest};
 use crate::observe::log;
 use crate::time::Timestamp;
@@ -67,18 +68,19 @@ pub struct Observer {
     /// `replscope_write_blocked_seconds_total` by (replica, side): a float counter, rendered by hand
     /// because `metrics` counters are integers.
     blocked_total: HashMap<(String, Side), f64>,
-    /// `--assume-output-buffer-limit`, for `replscope_sync_doomed`.
+    /// `--assume-output-buffer-limit`, for `replscope_sync_doomed` (only a stated limit dooms a sync).
     assumed_limit: Option<crate::link::forecast::OutputBufferLimit>,
 }
 
 impl Observer {
     /// An observer for `route`, with its own recorder.
     pub fn new(route: &str) -> Self {
-        Self::with_assumptions(route, None)
+        Self::with_settings(route, ServerSettings::default())
     }
 
-    /// An observer that also judges full syncs against an assumed `client-output-buffer-limit replica`.
-    pub fn with_assumptions(route: &str, assumed_limit: Option<crate::link::forecast::OutputBufferLimit>) -> Self {
+    /// An observer that also judges full syncs against a stated `client-output-buffer-limit replica`.
+    pub fn with_settings(route: &str, settings: ServerSettings) -> Self {
+        let assumed_limit = settings.output_buffer_limit;
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), DURATION_BUCKETS)
             .map(PrometheusBuilder::build_recorder)
@@ -171,8 +173,7 @@ impl Observer {
             log::refusal(&route, id, link, r);
         }
         if log_close {
-            let why =
-                link.diagnosis.as_ref().map(|d| crate::observe::explain::explain(link, d, self.assumed_limit, None));
+            let why = link.diagnosis.as_ref().map(|d| crate::observe::explain::explain(link, d, None));
             log::closed(&route, id, link, why.as_deref());
         }
         if let Some(d) = &settled

@@ -41,8 +41,8 @@ pub struct ProxyConfig {
     pub admin_token: Option<String>,
     /// Faults installed at start.
     pub faults: Vec<crate::fault::FaultSpec>,
-    /// The master's `client-output-buffer-limit replica`, as the operator states it.
-    pub assume_output_buffer_limit: Option<crate::link::forecast::OutputBufferLimit>,
+    /// The master's settings as the operator states them (`--assume-*`).
+    pub settings: crate::link::settings::ServerSettings,
 }
 
 /// Why a proxy could not start or run.
@@ -105,7 +105,7 @@ impl Proxy {
         if config.enable_faults && !http_addr.ip().is_loopback() && config.admin_token.is_none() {
             return Err(ProxyError::FaultsUnprotected { addr: http_addr });
         }
-        let route = Arc::new(Route::with_assumptions(&config.name, config.assume_output_buffer_limit));
+        let route = Arc::new(Route::with_settings(&config.name, config.settings));
         for spec in &config.faults {
             route.add_fault(spec.clone());
         }

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::fault::{Fault, FaultSpec, Faults, Plan};
+use crate::link::settings::ServerSettings;
 use crate::link::{Link, LinkId, Links, TransportEvent};
 use crate::observe::api::LinkView;
 use crate::observe::metrics::Observer;
@@ -35,7 +36,6 @@ struct Inner {
 pub struct Route {
     name: String,
     epoch: Instant,
-    assumed_limit: Option<crate::link::forecast::OutputBufferLimit>,
     inner: Mutex<Inner>,
     /// Whether any fault is in force: read on every chunk without taking the lock.
     faults_present: AtomicBool,
@@ -44,20 +44,19 @@ pub struct Route {
 impl Route {
     /// A route named `name`; its clock starts now.
     pub fn new(name: &str) -> Self {
-        Self::with_assumptions(name, None)
+        Self::with_settings(name, ServerSettings::default())
     }
 
-    /// A route whose full syncs are judged against an assumed `client-output-buffer-limit replica`.
-    pub fn with_assumptions(name: &str, assumed_limit: Option<crate::link::forecast::OutputBufferLimit>) -> Self {
+    /// A route whose links are judged against the master's settings as the operator stated them.
+    pub fn with_settings(name: &str, settings: ServerSettings) -> Self {
         Route {
             name: name.to_string(),
             epoch: Instant::now(),
-            assumed_limit,
             inner: Mutex::new(Inner {
-                links: Links::new(),
+                links: Links::with_settings(settings),
                 peers: HashMap::new(),
                 closed: VecDeque::new(),
-                observer: Observer::with_assumptions(name, assumed_limit),
+                observer: Observer::with_settings(name, settings),
                 faults: Faults::new(),
                 finishing: HashSet::new(),
             }),
@@ -332,7 +331,7 @@ impl Route {
     fn explain(&self, link: &Link, histories: &crate::link::history::Histories) -> Option<String> {
         let d = link.diagnosis.as_ref()?;
         let record = link.replica_endpoint().and_then(|ep| histories.get(&ep).cloned());
-        Some(crate::observe::explain::explain(link, d, self.assumed_limit, record.as_ref()))
+        Some(crate::observe::explain::explain(link, d, record.as_ref()))
     }
 }
 
