@@ -249,7 +249,14 @@ impl Links {
     /// default of the master's version once an RDB has shown it), and the write rate it lasts at.
     fn judge_refusal(&mut self, id: LinkId, now: Timestamp) {
         let Some(link) = self.links.get_mut(&id) else { return };
-        // The master's version, from this link's RDB (final) or, until it arrives, from the route's last.
+        let unjudged = link
+            .psync_refusal
+            .as_ref()
+            .is_some_and(|r| r.reason == crate::link::RefusalReason::OffsetOutOfRange && !r.backlog_final);
+        if !unjudged && self.master_valkey_8.is_some() {
+            return;
+        }
+        // The master's version, from this link's RDB (final) or, until it arrives, from the route's first.
         let own = link.rdb.as_ref().and_then(|r| r.header.as_ref()).map(|h| {
             h.aux.valkey_ver.as_deref().is_some_and(|v| {
                 v.split('.').next().and_then(|major| major.parse::<u32>().ok()).is_some_and(|m| m >= 8)
