@@ -82,6 +82,29 @@ mod tests {
     }
 
     #[test]
+    fn every_five_second_window_of_a_busy_link_is_within_five_percent() {
+        // 30 s of 64 KiB writes at 4 MiB/s, each sent when the bucket allows it.
+        let rate = 4u64 << 20;
+        let piece = 64 * 1024;
+        let mut b = TokenBucket::new(rate, Timestamp::ZERO);
+        let mut now = Timestamp::ZERO;
+        let mut sent_at = Vec::new();
+        while now.as_micros() < 30_000_000 {
+            now = now.plus(b.take(piece, now));
+            sent_at.push(now.as_micros());
+        }
+        // Slide a 5 s window in 10 ms steps over the whole run and count the bytes sent inside it.
+        let window = 5_000_000;
+        let expected = rate as f64 * 5.0;
+        let mut start = 0;
+        while start + window <= 30_000_000 {
+            let n = sent_at.iter().filter(|t| **t >= start && **t < start + window).count() as f64 * piece as f64;
+            assert!((n / expected - 1.0).abs() <= 0.05, "{n} bytes in the 5 s from {start} µs, expected {expected}");
+            start += 10_000;
+        }
+    }
+
+    #[test]
     fn an_idle_bucket_allows_only_a_small_burst() {
         let rate = 1 << 20;
         let mut b = TokenBucket::new(rate, Timestamp::ZERO);
