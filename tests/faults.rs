@@ -214,6 +214,15 @@ fn latency_holds_the_stream_back_and_keeps_its_order() {
             fault_cli(&proxy, &["list"])
         );
     }
+    // Latency holds bytes back without capping throughput at one read per delay: 8 MB of writes cross
+    // the 200 ms path in a few round trips (a pump that slept 200 ms per 256 KiB read would need 6 s).
+    let value = "v".repeat(1000);
+    let bulk: Vec<Vec<String>> = (0..8000).map(|i| vec!["SET".into(), format!("bulk:{i}"), value.clone()]).collect();
+    let t = Instant::now();
+    master.pipeline(&bulk);
+    in_sync(&master, &replica);
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(3), "8 MB through 200 ms of latency took {took:?}");
     fault_cli(&proxy, &["rm", "--all"]);
     std::thread::sleep(Duration::from_millis(300));
     assert!(round_trip() < Duration::from_millis(150), "the delay ends with the fault");

@@ -4,6 +4,7 @@
 //! the driver only carries them out.
 
 pub mod bucket;
+pub mod delay;
 pub mod engine;
 pub mod spec;
 

@@ -15,6 +15,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::fault::delay::{DelayLine, LATENCY_WINDOW};
 use crate::link::{CloseHow, ClosedBy, LinkId, Side, TransportEvent};
 use crate::proxy::route::Route;
 use crate::wire::Direction;
@@ -124,7 +125,7 @@ impl Ends {
 const FAULT_TICK: Duration = Duration::from_millis(100);
 
 /// Moves bytes one way until the source ends, a side fails, the connection is aborted, or a fault
-/// cuts it.
+/// cuts it. Under a latency fault the chunks wait in a bounded [`DelayLine`] while reading goes on.
 async fn pump(
     route: &Route,
     id: LinkId,
@@ -137,10 +138,21 @@ async fn pump(
     let (source, sink) = sides(direction);
     let abort = &ends.abort;
     let mut buf = vec![0u8; buffer.max(1)];
+    let mut line = DelayLine::new(LATENCY_WINDOW.max(buffer));
     loop {
         let ticking = route.faults_present();
+        let due_in = line.next_due().map(|due| due.since(route.now()));
         let read = tokio::select! {
-            r = from.read(&mut buf) => Some(r),
+            r = from.read(&mut buf), if line.has_room() => Some(r),
+            _ = tokio::time::sleep(due_in.unwrap_or_default()), if due_in.is_some() => {
+                if send_due(route, id, &mut to, sink, &mut line, ends).await.is_ok() {
+                    continue;
+                }
+                if ends.must_reset(sink) {
+                    reset(to);
+                }
+                return;
+            }
             _ = tokio::time::sleep(FAULT_TICK), if ticking => None,
             _ = abort.cancelled() => {
                 if ends.must_reset(sink) {
@@ -153,7 +165,12 @@ async fn pump(
             // An idle tick: faults triggered by time may stall or cut this link.
             None => {
                 let plan = route.plan(id, direction, 0);
-                if carry_out(route, id, &mut to, direction, &[], plan, ends).await.is_ok() {
+                let done = if plan.stall.is_some() || plan.cut.is_some() {
+                    drain(route, id, &mut to, sink, &mut line, ends).await
+                } else {
+                    Ok(())
+                };
+                if done.is_ok() && carry_out(route, id, &mut to, direction, &[], plan, ends).await.is_ok() {
                     continue;
                 }
                 if ends.must_reset(sink) {
@@ -163,7 +180,10 @@ async fn pump(
             }
             Some(Ok(0)) => {
                 route.on_transport(id, TransportEvent::Closed { by: source.into(), how: CloseHow::Fin });
-                let _ = to.shutdown().await;
+                // What is still in flight arrives before the FIN, as it would on the wire.
+                if drain(route, id, &mut to, sink, &mut line, ends).await.is_ok() {
+                    let _ = to.shutdown().await;
+                }
                 return;
             }
             Some(Ok(n)) => n,
@@ -177,9 +197,9 @@ async fn pump(
             }
         };
         route.on_bytes(id, direction, &buf[..n]);
-        let result = if route.faults_present() {
+        let result = if route.faults_present() || !line.is_empty() {
             let plan = route.plan(id, direction, n);
-            carry_out(route, id, &mut to, direction, &buf[..n], plan, ends).await
+            delay_or_carry_out(route, id, &mut to, direction, &buf[..n], plan, &mut line, ends).await
         } else {
             forward(route, id, &mut to, sink, &buf[..n], ends).await
         };
@@ -190,6 +210,78 @@ async fn pump(
             return;
         }
     }
+}
+
+/// A chunk under faults: into the delay line while a latency fault holds it (or chunks before it are
+/// still in flight), paced first by any bandwidth fault; otherwise, once what is in flight has gone,
+/// carried out as its plan says (a stall or a cut acts after the bytes before it).
+#[allow(clippy::too_many_arguments)]
+async fn delay_or_carry_out(
+    route: &Route,
+    id: LinkId,
+    to: &mut OwnedWriteHalf,
+    direction: Direction,
+    data: &[u8],
+    plan: crate::fault::Plan,
+    line: &mut DelayLine,
+    ends: &Ends,
+) -> Result<(), ()> {
+    let (_, sink) = sides(direction);
+    let delayed = !plan.delay.is_zero() || !line.is_empty();
+    if delayed && plan.stall.is_none() && plan.cut.is_none() {
+        if plan.throttle {
+            let wait = route.throttle(id, direction, data.len());
+            if !wait.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = ends.abort.cancelled() => return Err(()),
+                }
+            }
+        }
+        line.push(data, route.now().plus(plan.delay));
+        return Ok(());
+    }
+    drain(route, id, to, sink, line, ends).await?;
+    carry_out(route, id, to, direction, data, plan, ends).await
+}
+
+/// Forwards the chunks of the delay line that are due.
+async fn send_due(
+    route: &Route,
+    id: LinkId,
+    to: &mut OwnedWriteHalf,
+    sink: Side,
+    line: &mut DelayLine,
+    ends: &Ends,
+) -> Result<(), ()> {
+    while let Some(chunk) = line.pop_due(route.now()) {
+        forward(route, id, to, sink, &chunk, ends).await?;
+        line.recycle(chunk);
+    }
+    Ok(())
+}
+
+/// Forwards everything in the delay line, each chunk when it is due.
+async fn drain(
+    route: &Route,
+    id: LinkId,
+    to: &mut OwnedWriteHalf,
+    sink: Side,
+    line: &mut DelayLine,
+    ends: &Ends,
+) -> Result<(), ()> {
+    while let Some((due, chunk)) = line.pop() {
+        let wait = due.since(route.now());
+        if !wait.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = ends.abort.cancelled() => return Err(()),
+            }
+        }
+        forward(route, id, to, sink, &chunk, ends).await?;
+        line.recycle(chunk);
+    }
+    Ok(())
 }
 
 /// Writes `data` toward `sink`, recording blocked time; `Err` when the link is over.
