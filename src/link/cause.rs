@@ -189,10 +189,28 @@ fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
-/// The first answer for a link that just closed; `None` for links that are no replication link, or an
-/// RDB channel that delivered its RDB (its close is the normal end).
+/// Whether a closed connection never showed itself a replica: it sent nothing, or only PING or AUTH
+/// that the master answered without an error, and closed it itself. That is a health check (a TCP
+/// probe, `redis-cli ping`), not a replication link that ended: a real replica that got its `+PONG`
+/// goes on with `REPLCONF`, and one whose master stays silent or refuses has an unanswered command or an
+/// error to show for it.
+pub fn is_probe(link: &Link) -> bool {
+    link.kind == LinkKind::Pending
+        && link.close.is_some_and(|c| c.by == ClosedBy::Replica)
+        && link.connect_error.is_none()
+        && link.handshake.errors.is_empty()
+        && link.handshake.listening_port.is_none()
+        && link.request.is_none()
+        && link.unanswered_commands() == 0
+}
+
+/// The first answer for a link that just closed; `None` for links that are no replication link (plain
+/// clients, health probes), or an RDB channel that delivered its RDB (its close is the normal end).
 pub fn classify(link: &Link, ctx: Context) -> Option<Diagnosis> {
     let close = link.close?;
+    if is_probe(link) {
+        return None;
+    }
     match link.kind {
         LinkKind::Client => return None,
         LinkKind::RdbChannel if link.rdb.as_ref().is_some_and(|r| r.completed_at.is_some()) => return None,
@@ -471,6 +489,27 @@ mod tests {
         assert_eq!(cause(&links, id), (Cause::MasterTimeout, Cause::MasterTimeout, true));
         let d = links.get(id).and_then(|l| l.diagnosis.clone()).expect("diagnosed");
         assert!((d.evidence.replica_silent_seconds - 2.5).abs() < 0.01);
+    }
+
+    #[test]
+    fn a_health_probe_is_no_link_that_ended_but_a_silent_master_is() {
+        let mut links = Links::new();
+        // A TCP probe, and `redis-cli ping`: closed by the caller, every command answered.
+        let tcp = links.open(Some([10, 0, 0, 9].into()), ms(0));
+        close(&mut links, tcp, ClosedBy::Replica, CloseHow::Fin, 1);
+        let ping = links.open(Some([10, 0, 0, 9].into()), ms(0));
+        links.on_bytes(ping, Direction::ReplicaToMaster, &resp(&["PING"]), ms(0));
+        links.on_bytes(ping, Direction::MasterToReplica, b"+PONG\r\n", ms(1));
+        close(&mut links, ping, ClosedBy::Replica, CloseHow::Fin, 2);
+        for id in [tcp, ping] {
+            assert!(links.get(id).is_some_and(|l| l.diagnosis.is_none()), "{id:?} is a probe");
+            assert!(links.is_settled(id), "and needs no diagnosis");
+        }
+        // A replica whose PING its stopped master never answered is still a replica that gave up.
+        let waiting = links.open(Some([10, 0, 0, 2].into()), ms(0));
+        links.on_bytes(waiting, Direction::ReplicaToMaster, &resp(&["PING"]), ms(0));
+        close(&mut links, waiting, ClosedBy::Replica, CloseHow::Fin, 3000);
+        assert_eq!(cause(&links, waiting).0, Cause::ReplicaTimeout);
     }
 
     #[test]

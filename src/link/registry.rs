@@ -131,7 +131,11 @@ impl Links {
         // its address.
         let mut facts: Vec<(LinkId, Option<String>, Option<std::net::IpAddr>, Later)> = Vec::new();
         for (id, link) in &self.links {
-            if matches!(link.kind, LinkKind::Replication | LinkKind::Pending) && link.connect_error.is_none() {
+            // A health probe from the replica's host is not the replica coming back.
+            if matches!(link.kind, LinkKind::Replication | LinkKind::Pending)
+                && link.connect_error.is_none()
+                && !cause::is_probe(link)
+            {
                 let at = link.opened_at;
                 let asked_full = cause::asks_full(&link.request);
                 facts.push((*id, link.replica_endpoint(), link.peer_ip, Later::CameBack { at, asked_full }));

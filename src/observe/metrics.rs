@@ -156,7 +156,9 @@ impl Observer {
         // diagnosis has settled, with its final cause.
         let log_close = !rep.close_logged
             && link.close.is_some()
-            && (link.diagnosis.is_some() || matches!(link.kind, LinkKind::Client));
+            && (link.diagnosis.is_some()
+                || matches!(link.kind, LinkKind::Client)
+                || crate::link::cause::is_probe(link));
         rep.close_logged |= log_close;
         let settled = link.diagnosis.as_ref().filter(|d| d.settled && !rep.close_counted).cloned();
         rep.close_counted |= settled.is_some();
