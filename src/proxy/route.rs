@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::time::Instant;
 
@@ -19,13 +19,31 @@ use crate::observe::metrics::Observer;
 use crate::time::Timestamp;
 use crate::wire::Direction;
 
-/// How many closed links the API keeps.
+/// How many closed links with a diagnosis (replicas' links) the API keeps.
 pub const CLOSED_KEPT: usize = 256;
+
+/// How many other closed links (plain clients, health probes) it keeps, apart, so a probe every few
+/// seconds cannot push the replicas' stories out.
+pub const CLOSED_OTHERS_KEPT: usize = 32;
+
+/// A link whose connection ended and whose diagnosis settled: it no longer changes, so the API reads it
+/// without holding the route's lock.
+#[derive(Clone)]
+struct ClosedLink {
+    id: LinkId,
+    link: Arc<Link>,
+    peer: Option<SocketAddr>,
+    /// The explanation as it read when the link was laid to rest (a later loop does not rewrite it).
+    explanation: Option<String>,
+}
 
 struct Inner {
     links: Links,
     peers: HashMap<LinkId, SocketAddr>,
-    closed: VecDeque<(LinkId, Link, Option<SocketAddr>)>,
+    /// Closed links with a diagnosis, oldest first.
+    closed: VecDeque<ClosedLink>,
+    /// Other closed links, oldest first.
+    closed_others: VecDeque<ClosedLink>,
     observer: Observer,
     faults: Faults,
     /// Connections that ended; their links move to `closed` once their diagnosis settles.
@@ -56,6 +74,7 @@ impl Route {
                 links: Links::with_settings(settings),
                 peers: HashMap::new(),
                 closed: VecDeque::new(),
+                closed_others: VecDeque::new(),
                 observer: Observer::with_settings(name, settings),
                 faults: Faults::new(),
                 finishing: HashSet::new(),
@@ -173,10 +192,16 @@ impl Route {
             let peer = inner.peers.remove(&id);
             if let Some(link) = inner.links.remove(id) {
                 inner.observer.forget(id);
-                if inner.closed.len() == CLOSED_KEPT {
-                    inner.closed.pop_front();
+                let explanation = self.explain(&link, inner.links.histories());
+                let (ring, kept) = if link.diagnosis.is_some() {
+                    (&mut inner.closed, CLOSED_KEPT)
+                } else {
+                    (&mut inner.closed_others, CLOSED_OTHERS_KEPT)
+                };
+                if ring.len() == kept {
+                    ring.pop_front();
                 }
-                inner.closed.push_back((id, link, peer));
+                ring.push_back(ClosedLink { id, link: Arc::new(link), peer, explanation });
             }
         }
     }
@@ -275,19 +300,24 @@ impl Route {
         Some(fault)
     }
 
-    /// Every open link and the last closed ones, by id, as the API shows them.
+    /// Every open link and the last closed ones, by id, as the API shows them. Only the open links are
+    /// rendered under the lock; the closed ones (most of the answer) after it is released.
     pub fn links_json(&self) -> serde_json::Value {
         let now = self.now();
-        let inner = self.lock();
-        let mut views: Vec<serde_json::Value> = Vec::new();
-        let histories = inner.links.histories();
-        let explain = |l: &Link| self.explain(l, histories);
-        for (id, link, peer) in &inner.closed {
-            views.push(view(*id, &self.name, *peer, link, now, explain(link)));
-        }
-        for (id, link) in inner.links.iter() {
-            views.push(view(id, &self.name, inner.peers.get(&id).copied(), link, now, explain(link)));
-        }
+        let (mut views, closed) = {
+            let inner = self.lock();
+            let histories = inner.links.histories();
+            let open: Vec<serde_json::Value> = inner
+                .links
+                .iter()
+                .map(|(id, link)| {
+                    view(id, &self.name, inner.peers.get(&id).copied(), link, now, self.explain(link, histories))
+                })
+                .collect();
+            let closed: Vec<ClosedLink> = inner.closed.iter().chain(&inner.closed_others).cloned().collect();
+            (open, closed)
+        };
+        views.extend(closed.iter().map(|c| view(c.id, &self.name, c.peer, &c.link, now, c.explanation.clone())));
         views.sort_by_key(|v| v["id"].as_u64());
         serde_json::Value::Array(views)
     }
@@ -316,16 +346,15 @@ impl Route {
     /// One link as the API shows it.
     pub fn link_json(&self, id: LinkId) -> Option<serde_json::Value> {
         let now = self.now();
-        let inner = self.lock();
-        let histories = inner.links.histories();
-        if let Some(link) = inner.links.get(id) {
-            return Some(view(id, &self.name, inner.peers.get(&id).copied(), link, now, self.explain(link, histories)));
-        }
-        inner
-            .closed
-            .iter()
-            .find(|(i, ..)| *i == id)
-            .map(|(id, link, peer)| view(*id, &self.name, *peer, link, now, self.explain(link, histories)))
+        let closed = {
+            let inner = self.lock();
+            if let Some(link) = inner.links.get(id) {
+                let explanation = self.explain(link, inner.links.histories());
+                return Some(view(id, &self.name, inner.peers.get(&id).copied(), link, now, explanation));
+            }
+            inner.closed.iter().chain(&inner.closed_others).find(|c| c.id == id).cloned()
+        }?;
+        Some(view(closed.id, &self.name, closed.peer, &closed.link, now, closed.explanation))
     }
 
     fn explain(&self, link: &Link, histories: &crate::link::history::Histories) -> Option<String> {
