@@ -72,13 +72,6 @@ impl DelayLine {
         Some(buf)
     }
 
-    /// The oldest chunk, due or not (to drain the line before a stall or a cut).
-    pub fn pop(&mut self) -> Option<(Timestamp, Vec<u8>)> {
-        let (due, buf) = self.queue.pop_front()?;
-        self.bytes -= buf.len();
-        Some((due, buf))
-    }
-
     /// Returns a written chunk's buffer for reuse (a few are kept).
     pub fn recycle(&mut self, buf: Vec<u8>) {
         if self.spare.len() < 4 {
@@ -123,8 +116,9 @@ mod tests {
         line.recycle(first);
         assert!(line.has_room());
         line.push(b"reused", ms(11));
-        assert_eq!(line.pop().map(|(_, b)| b.len()), Some(60));
-        assert_eq!(line.pop(), Some((ms(11), b"reused".to_vec())));
+        assert_eq!(line.pop_due(ms(10)).map(|b| b.len()), Some(60));
+        assert_eq!(line.next_due(), Some(ms(11)));
+        assert_eq!(line.pop_due(ms(11)), Some(b"reused".to_vec()));
     }
 
     #[test]

@@ -270,7 +270,7 @@ async fn drain(
     line: &mut DelayLine,
     ends: &Ends,
 ) -> Result<(), ()> {
-    while let Some((due, chunk)) = line.pop() {
+    while let Some(due) = line.next_due() {
         let wait = due.since(route.now());
         if !wait.is_zero() {
             tokio::select! {
@@ -278,8 +278,7 @@ async fn drain(
                 _ = ends.abort.cancelled() => return Err(()),
             }
         }
-        forward(route, id, to, sink, &chunk, ends).await?;
-        line.recycle(chunk);
+        send_due(route, id, to, sink, line, ends).await?;
     }
     Ok(())
 }
