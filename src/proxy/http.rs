@@ -75,6 +75,12 @@ async fn link(State(s): State<AppState>, Path(id): Path<String>) -> Response {
     }
 }
 
+/// Compares a presented token with the real one in time that does not depend on where they differ.
+fn same_secret(given: &[u8], real: &[u8]) -> bool {
+    let differ = given.iter().zip(real).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    given.len() == real.len() && differ == 0
+}
+
 /// 403 when faults are off; 401 for a change without the right token (when a token is required).
 fn check(access: &FaultAccess, headers: &HeaderMap, change: bool) -> Result<(), Box<Response>> {
     if !access.enabled {
@@ -86,7 +92,7 @@ fn check(access: &FaultAccess, headers: &HeaderMap, change: bool) -> Result<(), 
     if change && let Some(token) = &access.token {
         let given =
             headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(token.as_str()) {
+        if !given.is_some_and(|g| same_secret(g.as_bytes(), token.as_bytes())) {
             return Err(Box::new(error(
                 StatusCode::UNAUTHORIZED,
                 "this change needs Authorization: Bearer <the --admin-token>",
@@ -179,5 +185,19 @@ async fn patch_fault(State(s): State<AppState>, headers: HeaderMap, Path(id): Pa
             Some(f) => axum::Json(f).into_response(),
             None => error(StatusCode::NOT_FOUND, format!("no bandwidth fault {n}")),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_secret;
+
+    #[test]
+    fn tokens_match_only_exactly() {
+        assert!(same_secret(b"s3cret", b"s3cret"));
+        assert!(!same_secret(b"s3cre", b"s3cret"));
+        assert!(!same_secret(b"s3cret!", b"s3cret"));
+        assert!(!same_secret(b"s3crex", b"s3cret"));
+        assert!(!same_secret(b"", b"s3cret"));
     }
 }

@@ -20,8 +20,8 @@ pub use route::Route;
 /// How long, at shutdown, open links get to close before the proxy exits anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// What a proxy needs to run.
-#[derive(Clone, Debug)]
+/// What a proxy needs to run. Its `Debug` leaves the admin token out.
+#[derive(Clone)]
 pub struct ProxyConfig {
     /// The master, `host:port`; resolved for each new connection.
     pub master: String,
@@ -43,6 +43,23 @@ pub struct ProxyConfig {
     pub faults: Vec<crate::fault::FaultSpec>,
     /// The master's settings as the operator states them (`--assume-*`).
     pub settings: crate::link::settings::ServerSettings,
+}
+
+impl std::fmt::Debug for ProxyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyConfig")
+            .field("master", &self.master)
+            .field("listen", &self.listen)
+            .field("name", &self.name)
+            .field("http", &self.http)
+            .field("buffer", &self.buffer)
+            .field("max_links", &self.max_links)
+            .field("enable_faults", &self.enable_faults)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
+            .field("faults", &self.faults)
+            .field("settings", &self.settings)
+            .finish()
+    }
 }
 
 /// Why a proxy could not start or run.
