@@ -23,7 +23,7 @@ fn timeout_words(e: &Evidence, silence: f64) -> String {
     match setting(e, "repl-timeout") {
         Some(t) => format!("past {}", t.describe()),
         None => format!(
-            "so its repl-timeout is below {silence:.0} s (state it with --assume-repl-timeout to be judged against it)"
+            "so its repl-timeout is below {silence:.1} s (state it with --assume-repl-timeout to be judged against it)"
         ),
     }
 }
