@@ -260,7 +260,7 @@ pub fn classify(link: &Link, ctx: Context) -> Option<Diagnosis> {
         later: Vec::new(),
         settings: Vec::new(),
     };
-    let cause = first_cause(link, close.by, close.how, in_full_sync, master_silent, replica_silent, ctx, &mut evidence);
+    let cause = first_cause(link, close.by, close.how, master_silent, replica_silent, ctx, &mut evidence);
     match cause {
         // The default repl-timeout is not evidence: a timeout that fired proves the setting was shorter
         // than the silence, whatever the default says.
@@ -284,7 +284,6 @@ fn first_cause(
     link: &Link,
     by: ClosedBy,
     how: CloseHow,
-    in_full_sync: bool,
     master_silent: Duration,
     replica_silent: Duration,
     ctx: Context,
@@ -331,12 +330,23 @@ fn first_cause(
             if close.phase == Phase::RdbTransfer && diskless && stalled_toward_replica {
                 return Cause::MasterTimeout;
             }
-            if in_full_sync && ctx.write_rate.is_none_or(|r| r > 0.0) {
-                return Cause::OutputBufferLimit;
-            }
             let backed_up = link.last_blocked[Side::Replica.index()]
                 .is_some_and(|(end, _)| close.at.since(end) <= BACKED_UP_WITHIN);
-            if close.phase == Phase::Streaming && backed_up {
+            let writing = ctx.write_rate.is_none_or(|r| r > 0.0);
+            let buffer_full = match close.phase {
+                // Before the RDB is through, every write since FULLRESYNC waits in the replica's buffer.
+                Phase::WaitingBgsave | Phase::RdbTransfer => writing,
+                // With the RDB delivered, a disk-based master is already sending the replica its writes
+                // (PROTOCOL.md §7.1): only a sign of them piling up makes it the buffer — forwarding toward
+                // the replica backed up (it does not read while it loads), or more written since FULLRESYNC
+                // than the limit in force allows. Without one it is any other close (a CLIENT KILL just
+                // after a small sync). A diskless master buffers until the first ACK, as before the RDB.
+                Phase::Loading if diskless => writing || backed_up,
+                Phase::Loading => backed_up || over_limit(evidence.accumulated_bytes, ctx.settings),
+                Phase::Streaming => backed_up,
+                _ => false,
+            };
+            if buffer_full {
                 return Cause::OutputBufferLimit;
             }
             if how == CloseHow::Reset {
@@ -358,6 +368,13 @@ fn first_cause(
         }
         ClosedBy::Proxy => Cause::ProxyShutdown,
     }
+}
+
+/// Whether `accumulated` bytes reach the soft limit in force (the hard one when there is no soft one).
+fn over_limit(accumulated: Option<f64>, settings: ServerSettings) -> bool {
+    let (limit, _) = settings.output_buffer_limit();
+    let bar = if limit.soft > 0 { limit.soft } else { limit.hard };
+    accumulated.is_some_and(|a| bar > 0 && a >= bar as f64)
 }
 
 /// What happened after a link closed, as far as its diagnosis cares.
@@ -599,6 +616,40 @@ mod tests {
         let d = links.get(id).and_then(|l| l.diagnosis.clone()).expect("diagnosed");
         assert_eq!((d.evidence.phase, d.evidence.rdb_bytes), (Phase::RdbTransfer, Some(400_009)));
         assert!(d.evidence.rdb_percent.is_some_and(|p| (p - 40.0).abs() < 0.01));
+    }
+
+    /// A disk-based full sync whose small RDB was delivered at 100 ms; the replica has not ACKed yet.
+    fn loaded(links: &mut Links) -> crate::link::LinkId {
+        let id = links.open(Some([10, 0, 0, 2].into()), ms(0));
+        links.on_bytes(id, Direction::ReplicaToMaster, &resp(&["REPLCONF", "listening-port", "6390"]), ms(0));
+        links.on_bytes(id, Direction::ReplicaToMaster, &resp(&["PSYNC", "?", "-1"]), ms(0));
+        links.on_bytes(
+            id,
+            Direction::MasterToReplica,
+            b"+OK\r\n+FULLRESYNC 8f3a1c0e9b7d6a5f4e3d2c1b0a9f8e7d6c5b4a39 0\r\n",
+            ms(10),
+        );
+        let mut rdb = b"$18\r\nREDIS0011\xff".to_vec();
+        rdb.extend_from_slice(&[0u8; 8]);
+        links.on_bytes(id, Direction::MasterToReplica, &rdb, ms(100));
+        assert_eq!(links.get(id).map(Link::phase), Some(Phase::Loading));
+        id
+    }
+
+    #[test]
+    fn a_kill_while_a_delivered_rdb_loads_is_the_buffer_only_with_a_sign_of_it() {
+        // CLIENT KILL right after a small disk-based sync, before the first ACK: nothing piled up.
+        let mut links = Links::new();
+        let id = loaded(&mut links);
+        close(&mut links, id, ClosedBy::Master, CloseHow::Fin, 500);
+        assert_eq!(cause(&links, id).0, Cause::MasterClosed);
+        // The same close after forwarding toward the loading replica backed up: the buffer.
+        let mut links = Links::new();
+        let id = loaded(&mut links);
+        let blocked = TransportEvent::WriteBlocked { side: Side::Replica, duration: Duration::from_secs(3) };
+        links.on_transport(id, blocked, ms(3400));
+        close(&mut links, id, ClosedBy::Master, CloseHow::Fin, 3500);
+        assert_eq!(cause(&links, id).0, Cause::OutputBufferLimit);
     }
 
     #[test]
