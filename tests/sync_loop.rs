@@ -87,6 +87,14 @@ fn the_output_buffer_loop_is_named_forecast_flagged_and_cleared() {
     let why = first["explanation"].as_str().expect("an explanation");
     assert!(why.starts_with("the master closed the link"), "{why}");
     assert!(why.contains("client-output-buffer-limit replica 8mb 4mb 5"), "{why}");
+    // Even the first attempt, closed before any write rate was known, has its numbers: the next FULLRESYNC
+    // gave the rate, and the diagnosis waited for it.
+    assert!(why.contains("the master writes about") && why.contains("had piled up for this replica"), "{why}");
+    assert!(
+        first["diagnosis"]["evidence"]["later"].to_string().contains("write rate became known"),
+        "{}",
+        first["diagnosis"]
+    );
     let later =
         links.iter().filter(|l| l["diagnosis"]["cause"] == "output_buffer_limit").nth(2).expect("a third attempt");
     let why = later["explanation"].as_str().expect("an explanation");

@@ -147,6 +147,8 @@ pub struct Evidence {
     pub write_rate: Option<f64>,
     /// During a full sync: write rate × time since FULLRESYNC, the bytes piled up for the replica.
     pub accumulated_bytes: Option<f64>,
+    /// During a full sync: seconds from FULLRESYNC to the close (what the writes piled up over).
+    pub seconds_since_fullresync: Option<f64>,
     /// The faults that acted on the link.
     pub faults: Vec<u64>,
     /// The handshake error that ended it.
@@ -224,10 +226,8 @@ pub fn classify(link: &Link, ctx: Context) -> Option<Diagnosis> {
     let replica_silent = now.since(replica_last);
     let (bm, br) = (link.blocked[Side::Master.index()], link.blocked[Side::Replica.index()]);
     let in_full_sync = matches!(close.phase, Phase::WaitingBgsave | Phase::RdbTransfer | Phase::Loading);
-    let accumulated = match (in_full_sync, link.phase_at(Phase::WaitingBgsave), ctx.write_rate) {
-        (true, Some(granted), Some(rate)) => Some(rate * secs(now.since(granted))),
-        _ => None,
-    };
+    let since_fullresync = link.phase_at(Phase::WaitingBgsave).filter(|_| in_full_sync).map(|t| secs(now.since(t)));
+    let accumulated = since_fullresync.zip(ctx.write_rate).map(|(s, rate)| rate * s);
     let rdb = link.rdb.as_ref();
     let mut evidence = Evidence {
         phase: close.phase,
@@ -251,6 +251,7 @@ pub fn classify(link: &Link, ctx: Context) -> Option<Diagnosis> {
         lag_bytes: link.stream.lag(),
         write_rate: ctx.write_rate,
         accumulated_bytes: accumulated,
+        seconds_since_fullresync: since_fullresync,
         faults: {
             let mut f: Vec<u64> = link.faults.iter().map(|t| t.fault).collect();
             f.dedup();
@@ -270,13 +271,38 @@ pub fn classify(link: &Link, ctx: Context) -> Option<Diagnosis> {
         Cause::OutputBufferLimit => evidence.settings.push(ctx.settings.output_buffer_limit().1),
         _ => {}
     }
-    Some(Diagnosis { first: cause, cause, settled: is_final(cause), evidence, facts_seen: Vec::new() })
+    let settled = is_final(cause, &evidence);
+    Some(Diagnosis { first: cause, cause, settled, evidence, facts_seen: Vec::new() })
 }
 
 /// Causes no later fact can change. A replica timeout is only believed once the replica comes back (a
 /// replica that times out reconnects; one sent away with `REPLICAOF NO ONE` during a quiet spell does not).
-fn is_final(cause: Cause) -> bool {
-    !matches!(cause, Cause::ReplicaLeft | Cause::ReplicaLoadFailed | Cause::MasterClosed | Cause::ReplicaTimeout)
+/// A full buffer whose write rate was not known yet waits for it (the next FULLRESYNC gives it) to say
+/// how much had piled up.
+fn is_final(cause: Cause, evidence: &Evidence) -> bool {
+    match cause {
+        Cause::ReplicaLeft | Cause::ReplicaLoadFailed | Cause::MasterClosed | Cause::ReplicaTimeout => false,
+        Cause::OutputBufferLimit => evidence.write_rate.is_some() || evidence.seconds_since_fullresync.is_none(),
+        _ => true,
+    }
+}
+
+/// The master's write rate became known after the close (from the next FULLRESYNC, or a streaming link):
+/// a full sync's diagnosis learns what had piled up. A master that writes nothing filled no buffer.
+pub fn learn_write_rate(d: &mut Diagnosis, rate: f64) {
+    if d.settled || d.evidence.write_rate.is_some() {
+        return;
+    }
+    let Some(seconds) = d.evidence.seconds_since_fullresync else { return };
+    d.evidence.write_rate = Some(rate);
+    d.evidence.accumulated_bytes = Some(rate * seconds);
+    d.evidence.later.push(format!("the master's write rate became known later: {:.0} B/s", rate));
+    if d.cause == Cause::OutputBufferLimit {
+        if rate <= 0.0 {
+            d.cause = Cause::MasterClosed;
+        }
+        d.settled = d.cause != Cause::MasterClosed;
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -430,6 +456,8 @@ pub fn refine(d: &mut Diagnosis, closed_at: Timestamp, source: u64, fact: Later)
             d.settled = match d.cause {
                 Cause::ReplicaLoadFailed => asked_full,
                 Cause::MasterClosed => false,
+                // Back for another full sync, whose FULLRESYNC will give the write rate still missing.
+                Cause::OutputBufferLimit => is_final(d.cause, &d.evidence),
                 _ => true,
             };
         }
@@ -612,6 +640,9 @@ mod tests {
         links.on_bytes(id, Direction::MasterToReplica, b"$1000000\r\nREDIS0011", ms(100));
         links.on_bytes(id, Direction::MasterToReplica, &[0u8; 400_000], ms(900));
         close(&mut links, id, ClosedBy::Master, CloseHow::Fin, 1000);
+        // Named at once; settled once the write rate is known, or when the window has passed.
+        assert_eq!(cause(&links, id), (Cause::OutputBufferLimit, Cause::OutputBufferLimit, false));
+        links.diagnose(ms(11_001));
         assert_eq!(cause(&links, id), (Cause::OutputBufferLimit, Cause::OutputBufferLimit, true));
         let d = links.get(id).and_then(|l| l.diagnosis.clone()).expect("diagnosed");
         assert_eq!((d.evidence.phase, d.evidence.rdb_bytes), (Phase::RdbTransfer, Some(400_009)));
@@ -692,7 +723,7 @@ mod rate_tests {
     }
 
     #[test]
-    fn the_second_attempt_knows_the_write_rate_from_the_two_fullresyncs() {
+    fn the_second_fullresync_gives_both_attempts_the_write_rate() {
         let mut links = Links::new();
         let first = attempt(&mut links, 0, 1_000_000);
         let second = attempt(&mut links, 5000, 9_000_000);
@@ -702,10 +733,14 @@ mod rate_tests {
                 .and_then(|l| l.diagnosis.clone())
                 .map(|d| (d.evidence.write_rate, d.evidence.accumulated_bytes))
         };
-        assert_eq!(ev(first), Some((None, None)));
-        let (rate, piled) = ev(second).expect("diagnosed");
-        assert!(rate.is_some_and(|r| (r - 1.6e6).abs() < 1.0), "{rate:?}");
-        assert!(piled.is_some_and(|p| (p - 1.6e6 * 1.99).abs() < 1e4), "{piled:?}");
+        for id in [first, second] {
+            let (rate, piled) = ev(id).expect("diagnosed");
+            assert!(rate.is_some_and(|r| (r - 1.6e6).abs() < 1.0), "{rate:?}");
+            assert!(piled.is_some_and(|p| (p - 1.6e6 * 1.99).abs() < 1e4), "{piled:?}");
+        }
+        // The first attempt learnt it from the second's FULLRESYNC, and says so; then it settled.
+        let d = links.get(first).and_then(|l| l.diagnosis.clone()).expect("diagnosed");
+        assert!(d.settled && d.evidence.later.iter().any(|l| l.contains("write rate became known")), "{d:?}");
     }
 }
 

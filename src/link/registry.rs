@@ -171,6 +171,9 @@ impl Links {
                     cause::refine(d, close.at, other.0, *fact);
                 }
             }
+            if let Some(rate) = ctx.write_rate {
+                cause::learn_write_rate(d, rate);
+            }
             cause::settle(d, close.at, now);
             if before != (d.cause, d.settled, d.evidence.later.len()) {
                 changed.push(*id);
