@@ -138,10 +138,11 @@ pub fn explain(link: &Link, d: &Diagnosis, record: Option<&ReplicaHistory>) -> S
             Cause::OutputBufferLimit | Cause::MasterTimeout | Cause::ReplicaTimeout | Cause::ReplicaLoadFailed
         )
     {
+        let span = r.span().as_secs_f64();
+        let within = if span < 90.0 { format!("{span:.0} s") } else { format!("{:.0} minutes", span / 60.0) };
         text.push_str(&format!(
-            ". Attempt {} in {:.0} minutes: this replica is in a replication loop",
-            r.failed_full_syncs.len(),
-            (r.span().as_secs_f64() / 60.0).max(1.0)
+            ". Attempt {} in {within}: this replica is in a replication loop",
+            r.failed_full_syncs.len()
         ));
     }
     text
