@@ -75,6 +75,19 @@ fn sample_rate(samples: &mut VecDeque<(Timestamp, u64)>, now: Timestamp, bytes: 
 /// How many unanswered replica commands a link tracks (a replica pipelines about six).
 const MAX_AWAITING: usize = 64;
 
+/// What a connection's decoder made of one read: the input of [`Link::on_decoded`].
+#[derive(Clone, Copy, Debug)]
+pub struct Decoded<'a> {
+    /// The direction the bytes went.
+    pub direction: Direction,
+    /// How many bytes were forwarded.
+    pub len: usize,
+    /// The events they produced.
+    pub events: &'a [WireEvent],
+    /// The decoder's payload progress after them ([`Decoder::payload_progress`]).
+    pub payload_progress: Option<(PayloadFraming, u64)>,
+}
+
 /// The story of one connection.
 #[derive(Debug, serde::Serialize)]
 pub struct Link {
@@ -130,7 +143,7 @@ pub struct Link {
     #[serde(skip)]
     decoder: Decoder,
     #[serde(skip)]
-    scratch: Vec<WireEvent>,
+    pub(crate) scratch: Vec<WireEvent>,
     /// A `+DUALCHANNELSYNC` was answered: the later `+CONTINUE` is the second step of a full sync.
     #[serde(skip)]
     dual_channel_main: bool,
@@ -212,9 +225,9 @@ impl Link {
         Some(format!("{ip}:{port}"))
     }
 
-    /// Whether the decoder gave up on a direction.
+    /// Whether the decoder gave up on a direction (it said so with a desync).
     pub fn is_opaque(&self, direction: Direction) -> bool {
-        self.decoder.is_opaque(direction)
+        self.desyncs.iter().any(|d| d.direction == direction)
     }
 
     /// The RDB transfer rate in bytes per second: over the last second while the payload flows, the
@@ -267,15 +280,25 @@ impl Link {
         let mut events = std::mem::take(&mut self.scratch);
         events.clear();
         self.decoder.feed(direction, bytes, now, &mut events);
-        let traffic = &mut self.traffic[direction.index()];
-        traffic.bytes += bytes.len() as u64;
-        if !bytes.is_empty() {
+        let progress = self.decoder.payload_progress();
+        self.on_decoded(Decoded { direction, len: bytes.len(), events: &events, payload_progress: progress }, now);
+        self.scratch = events;
+        &self.scratch
+    }
+
+    /// Takes what a connection's own [`Decoder`] made of `len` bytes forwarded at `now` (the proxy decodes
+    /// outside its lock and hands the link only the events). A link fed this way must not also be fed
+    /// with [`Link::on_bytes`], which uses the link's own decoder.
+    pub fn on_decoded(&mut self, d: Decoded<'_>, now: Timestamp) {
+        let traffic = &mut self.traffic[d.direction.index()];
+        traffic.bytes += d.len as u64;
+        if d.len > 0 {
             traffic.last_at = Some(now);
         }
-        for event in &events {
+        for event in d.events {
             self.apply(event);
         }
-        if let (Some((_, received)), Some(rdb)) = (self.decoder.payload_progress(), self.rdb.as_mut()) {
+        if let (Some((_, received)), Some(rdb)) = (d.payload_progress, self.rdb.as_mut()) {
             rdb.transferred = received;
         }
         if let Some(rdb) = &self.rdb
@@ -283,8 +306,6 @@ impl Link {
         {
             sample_rate(&mut self.rate_samples, now, rdb.transferred);
         }
-        self.scratch = events;
-        &self.scratch
     }
 
     /// Applies one wire event (what [`Link::on_bytes`] does for each event its bytes produce).

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::link::settings::ServerSettings;
 use crate::link::write_rate::WriteRate;
-use crate::link::{Link, LinkKind, PairKey, Phase, TransportEvent};
+use crate::link::{Decoded, Link, LinkKind, PairKey, Phase, TransportEvent};
 use crate::time::Timestamp;
 use crate::wire::{Direction, Event, MasterReply, WireEvent};
 
@@ -95,10 +95,30 @@ impl Links {
             return &[];
         };
         link.on_bytes(direction, bytes, now);
-        self.after_update(id);
-        self.observe_write_rate(id, now);
-        self.judge_refusal(id, now);
+        self.after_bytes(id, now);
         self.links.get(&id).map_or(&[], Link::last_events)
+    }
+
+    /// Feeds what a connection's own decoder made of bytes forwarded on a link (see
+    /// [`Link::on_decoded`]). Unknown ids are ignored.
+    pub fn on_decoded(&mut self, id: LinkId, decoded: Decoded<'_>, now: Timestamp) {
+        let Some(link) = self.links.get_mut(&id) else { return };
+        link.on_decoded(decoded, now);
+        self.after_bytes_with(id, decoded.events, now);
+    }
+
+    fn after_bytes(&mut self, id: LinkId, now: Timestamp) {
+        let events = self.links.get_mut(&id).map(|l| std::mem::take(&mut l.scratch)).unwrap_or_default();
+        self.after_bytes_with(id, &events, now);
+        if let Some(l) = self.links.get_mut(&id) {
+            l.scratch = events;
+        }
+    }
+
+    fn after_bytes_with(&mut self, id: LinkId, events: &[WireEvent], now: Timestamp) {
+        self.after_update(id);
+        self.observe_write_rate(id, events, now);
+        self.judge_refusal(id, now);
     }
 
     /// Diagnoses links that closed, refines the diagnoses still open with what happened since, and settles
@@ -233,9 +253,9 @@ impl Links {
         self.write_rate.rate(now)
     }
 
-    fn observe_write_rate(&mut self, id: LinkId, now: Timestamp) {
+    fn observe_write_rate(&mut self, id: LinkId, events: &[WireEvent], now: Timestamp) {
         let Some(link) = self.links.get(&id) else { return };
-        for e in link.last_events() {
+        for e in events {
             if let Event::Reply {
                 reply: MasterReply::FullResync { replid, offset } | MasterReply::EndOffset { replid, offset, .. },
             } = &e.event

@@ -5,8 +5,8 @@
 //! (half-close), a reset as a reset. Time spent waiting for a receiver that is not reading is measured.
 
 use std::io::ErrorKind;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::fault::delay::{DelayLine, LATENCY_WINDOW};
 use crate::link::{CloseHow, ClosedBy, LinkId, Side, TransportEvent};
-use crate::proxy::route::Route;
+use crate::proxy::route::{ConnDecoder, Route};
 use crate::wire::Direction;
 
 /// How long dialling the master may take.
@@ -84,7 +84,11 @@ pub async fn serve(
     tune(&master_stream);
     let (replica_rd, replica_wr) = replica.into_split();
     let (master_rd, master_wr) = master_stream.into_split();
-    let ends = Ends { abort: shutdown.child_token(), reset: [AtomicBool::new(false), AtomicBool::new(false)] };
+    let ends = Ends {
+        abort: shutdown.child_token(),
+        reset: [AtomicBool::new(false), AtomicBool::new(false)],
+        decoder: Mutex::new(ConnDecoder::default()),
+    };
     tokio::join!(
         pump(&route, id, replica_rd, master_wr, Direction::ReplicaToMaster, buffer, &ends),
         pump(&route, id, master_rd, replica_wr, Direction::MasterToReplica, buffer, &ends),
@@ -108,6 +112,8 @@ struct Ends {
     abort: CancellationToken,
     /// Indexed by [`Side::index`].
     reset: [AtomicBool; 2],
+    /// The connection's decoder, shared by its two pumps (each holds it only while it decodes a read).
+    decoder: Mutex<ConnDecoder>,
 }
 
 impl Ends {
@@ -196,7 +202,10 @@ async fn pump(
                 return;
             }
         };
-        route.on_bytes(id, direction, &buf[..n]);
+        {
+            let mut decoder = ends.decoder.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            route.on_bytes(id, direction, &buf[..n], &mut decoder);
+        }
         let result = if route.faults_present() || !line.is_empty() {
             let plan = route.plan(id, direction, n);
             delay_or_carry_out(route, id, &mut to, direction, &buf[..n], plan, &mut line, ends).await

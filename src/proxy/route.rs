@@ -13,11 +13,19 @@ use std::time::Duration;
 
 use crate::fault::{Fault, FaultSpec, Faults, Plan};
 use crate::link::settings::ServerSettings;
-use crate::link::{Link, LinkId, Links, TransportEvent};
+use crate::link::{Decoded, Link, LinkId, Links, TransportEvent};
 use crate::observe::api::LinkView;
 use crate::observe::metrics::Observer;
 use crate::time::Timestamp;
 use crate::wire::Direction;
+
+/// One connection's decoder (both directions) and a reused buffer for its events: owned by the
+/// connection, used outside the route's lock.
+#[derive(Default)]
+pub struct ConnDecoder {
+    decoder: crate::wire::Decoder,
+    events: Vec<crate::wire::WireEvent>,
+}
 
 /// How many closed links with a diagnosis (replicas' links) the API keeps.
 pub const CLOSED_KEPT: usize = 256;
@@ -116,12 +124,15 @@ impl Route {
         self.lock().links.iter().filter(|(_, l)| l.close.is_none()).count()
     }
 
-    /// Feeds forwarded bytes to the link.
-    pub fn on_bytes(&self, id: LinkId, direction: Direction, bytes: &[u8]) {
+    /// Feeds forwarded bytes to the link. They are decoded with the connection's own decoder before the
+    /// route's lock is taken, so the CRC and the framing of one link never hold up the others; under
+    /// the lock the link only takes the events.
+    pub fn on_bytes(&self, id: LinkId, direction: Direction, bytes: &[u8], decoder: &mut ConnDecoder) {
         let now = self.now();
-        let mut inner = self.lock();
-        let Inner { links, observer, .. } = &mut *inner;
-        let events = links.on_bytes(id, direction, bytes, now);
+        let ConnDecoder { decoder, events } = decoder;
+        events.clear();
+        decoder.feed(direction, bytes, now, events);
+        let decoded = Decoded { direction, len: bytes.len(), events, payload_progress: decoder.payload_progress() };
         // A replica asking to sync may be one coming back: earlier diagnoses may change.
         let asked = events.iter().any(|e| {
             matches!(
@@ -131,6 +142,9 @@ impl Route {
                 }
             )
         });
+        let mut inner = self.lock();
+        let Inner { links, observer, .. } = &mut *inner;
+        links.on_decoded(id, decoded, now);
         report(links, observer, id, now);
         if asked {
             self.diagnose(&mut inner, now);
