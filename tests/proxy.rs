@@ -449,3 +449,37 @@ fn a_reset_from_the_replica_side_reaches_the_master_as_a_reset() {
     let links = proxy.links();
     assert_eq!((links[0]["close"]["by"].as_str(), links[0]["close"]["how"].as_str()), (Some("replica"), Some("reset")));
 }
+
+#[test]
+fn two_replicas_sync_at_once_through_one_proxy_each_with_its_own_story() {
+    let bin = redis_server();
+    let master = Server::start(&bin, &["--rdbcompression", "no", "--repl-diskless-sync", "no"]);
+    master.cmd(&["DEBUG", "POPULATE", "30000", "key", "200"]);
+    let proxy = ProxyProc::start(master.port, &[]);
+    let port = proxy.listen_port.to_string();
+    // Both at once: the second may attach to the first's BGSAVE; either way each link tells its own.
+    let a = Server::start(&bin, &["--replicaof", "127.0.0.1", &port]);
+    let b = Server::start(&bin, &["--replicaof", "127.0.0.1", &port]);
+    let eps = [format!("127.0.0.1:{}", a.port), format!("127.0.0.1:{}", b.port)];
+    load(&master, 2000);
+    for (replica, ep) in [(&a, &eps[0]), (&b, &eps[1])] {
+        link_up(replica);
+        at_rest(&master, replica, &proxy, ep);
+        assert_eq!(digest(&master), digest(replica), "{ep}: datasets differ");
+    }
+    let m = proxy.metrics();
+    assert_eq!(m.get("replscope_links", &[("kind", "replication")]), Some(2.0), "{}", m.text);
+    for ep in &eps {
+        assert_eq!(m.get("replscope_syncs_total", &[("replica", ep), ("kind", "full")]), Some(1.0), "{ep}\n{}", m.text);
+        let rdb = m.get("replscope_rdb_transferred_bytes", &[("replica", ep)]).unwrap_or(0.0);
+        assert!(rdb > 6_000_000.0, "{ep}: {rdb} RDB bytes");
+        assert_eq!(m.get("replscope_replica_lag_bytes", &[("replica", ep)]), Some(0.0), "{ep}");
+    }
+    let links = proxy.links();
+    let mut replicas: Vec<&str> = links.iter().filter_map(|l| l["replica"].as_str()).collect();
+    replicas.sort_unstable();
+    let mut expected: Vec<&str> = eps.iter().map(String::as_str).collect();
+    expected.sort_unstable();
+    assert_eq!(replicas, expected, "one link per replica: {links:?}");
+    assert!(links.iter().all(|l| l["rdb"]["trailer"]["status"] == "ok" && l["desyncs"] == serde_json::json!([])));
+}
