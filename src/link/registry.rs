@@ -33,8 +33,8 @@ pub struct Links {
     loop_changes: Vec<(String, crate::link::history::LoopChange)>,
     /// What the operator stated about the master's settings.
     settings: ServerSettings,
-    /// Whether the master is Valkey 8.0 or later, as the newest RDB on this route said (its default
-    /// backlog is 10mb, not 1mb).
+    /// Whether the master is Valkey 8.0 or later (its default backlog is 10mb, not 1mb), as the first RDB
+    /// on this route said, or since then the RDB of a link whose refusal was being judged.
     master_valkey_8: Option<bool>,
 }
 
