@@ -239,19 +239,24 @@ async fn delay_or_carry_out(
     let delayed = !plan.delay.is_zero() || !line.is_empty();
     if delayed && plan.stall.is_none() && plan.cut.is_none() {
         if plan.throttle {
-            let wait = route.throttle(id, direction, data.len());
-            if !wait.is_zero() {
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = ends.abort.cancelled() => return Err(()),
-                }
-            }
+            wait(route.throttle(id, direction, data.len()), ends).await?;
         }
         line.push(data, route.now().plus(plan.delay));
         return Ok(());
     }
     drain(route, id, to, sink, line, ends).await?;
     carry_out(route, id, to, direction, data, plan, ends).await
+}
+
+/// Waits `d` (nothing for zero); `Err` if the connection is aborted meanwhile.
+async fn wait(d: Duration, ends: &Ends) -> Result<(), ()> {
+    if d.is_zero() {
+        return Ok(());
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(d) => Ok(()),
+        _ = ends.abort.cancelled() => Err(()),
+    }
 }
 
 /// Forwards the chunks of the delay line that are due.
@@ -280,13 +285,7 @@ async fn drain(
     ends: &Ends,
 ) -> Result<(), ()> {
     while let Some(due) = line.next_due() {
-        let wait = due.since(route.now());
-        if !wait.is_zero() {
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = ends.abort.cancelled() => return Err(()),
-            }
-        }
+        wait(due.since(route.now()), ends).await?;
         send_due(route, id, to, sink, line, ends).await?;
     }
     Ok(())
@@ -334,14 +333,7 @@ async fn carry_out(
     ends: &Ends,
 ) -> Result<(), ()> {
     let (_, sink) = sides(direction);
-    let abort = &ends.abort;
-    let pause = plan.stall.unwrap_or_default() + plan.delay;
-    if !pause.is_zero() {
-        tokio::select! {
-            _ = tokio::time::sleep(pause) => {}
-            _ = abort.cancelled() => return Err(()),
-        }
-    }
+    wait(plan.stall.unwrap_or_default() + plan.delay, ends).await?;
     let (data, cut) = match plan.cut {
         Some(c) => (&data[..c.after.min(data.len())], Some(c.how)),
         None => (data, None),
@@ -351,13 +343,7 @@ async fn carry_out(
         let rate = route.rate(id, direction).unwrap_or(1 << 20);
         let piece = usize::try_from(rate / 20).unwrap_or(usize::MAX).clamp(1024, 64 * 1024);
         for chunk in data.chunks(piece) {
-            let wait = route.throttle(id, direction, chunk.len());
-            if !wait.is_zero() {
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = abort.cancelled() => return Err(()),
-                }
-            }
+            wait(route.throttle(id, direction, chunk.len()), ends).await?;
             forward(route, id, to, sink, chunk, ends).await?;
         }
     } else if !data.is_empty() {
