@@ -5,7 +5,7 @@ use crate::link::cause::{Cause, Diagnosis, Evidence};
 use crate::link::history::ReplicaHistory;
 use crate::link::settings::{ServerSettings, SettingUsed};
 use crate::link::{ClosedBy, Link, Phase, PsyncRefusal, RefusalReason};
-use crate::observe::log::human_bytes;
+use crate::observe::log::{human_bytes, short};
 use crate::wire::{ErrorCode, TrailerCheck};
 
 fn mb(bytes: f64) -> String {
@@ -151,7 +151,6 @@ pub fn explain(link: &Link, d: &Diagnosis, record: Option<&ReplicaHistory>) -> S
 /// Why a partial resync was refused, in plain words, with its numbers and what to change where a
 /// setting decides it.
 pub fn refusal(r: &PsyncRefusal) -> String {
-    let short = |id: &str| id.chars().take(8).collect::<String>();
     match (r.reason, r.gap_bytes) {
         (RefusalReason::NoHistory, _) => {
             "the replica had no history to resume (PSYNC ? -1): a first sync, or a replica restarted \
@@ -162,7 +161,7 @@ pub fn refusal(r: &PsyncRefusal) -> String {
             "the master's history is {}…, not the one the replica asked for ({}…): the master restarted without its replication \
              state, failed over, or freed its backlog after repl-backlog-ttl with no replica attached; no backlog size would have helped",
             short(r.master_replid.as_str()),
-            r.asked_replid.as_ref().map_or("?".to_string(), |i| short(i.as_str()))
+            r.asked_replid.as_ref().map_or("?", |i| short(i.as_str()))
         ),
         (RefusalReason::ReplicaAhead, Some(gap)) => format!(
             "the replica asked for {} beyond the master's offset: a failover that lost writes, or a replica attached to an older \

@@ -30,7 +30,8 @@ pub fn trailer_words(trailer: Option<TrailerCheck>) -> String {
     }
 }
 
-fn short(id: &str) -> &str {
+/// The first 8 characters of a replication id (ids are ASCII), as logs and explanations show it.
+pub(crate) fn short(id: &str) -> &str {
     &id[..id.len().min(8)]
 }
 

@@ -3,15 +3,12 @@
 use std::fmt::Write as _;
 
 use crate::link::{CloseHow, Link, LinkKind, SyncAnswer, SyncRequest};
+use crate::observe::log::short;
 use crate::time::Timestamp;
 use crate::wire::{CommandName, Direction, PsyncId};
 
 fn secs(t: Timestamp) -> String {
     format!("{:.3}s", t.as_micros() as f64 / 1e6)
-}
-
-fn short(id: &str) -> &str {
-    &id[..id.len().min(8)]
 }
 
 /// Describes one link in a few lines.
