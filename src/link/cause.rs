@@ -625,9 +625,8 @@ mod tests {
         assert_eq!(cause(&links, next), (Cause::ConnectFailed, Cause::ConnectFailed, true));
     }
 
-    #[test]
-    fn a_master_close_during_a_full_sync_is_the_output_buffer_limit() {
-        let mut links = Links::new();
+    /// A replica on port 6390 asked for a full sync and was granted one at 10 ms.
+    fn granted(links: &mut Links) -> crate::link::LinkId {
         let id = links.open(Some([10, 0, 0, 2].into()), ms(0));
         links.on_bytes(id, Direction::ReplicaToMaster, &resp(&["REPLCONF", "listening-port", "6390"]), ms(0));
         links.on_bytes(id, Direction::ReplicaToMaster, &resp(&["PSYNC", "?", "-1"]), ms(0));
@@ -637,6 +636,13 @@ mod tests {
             b"+OK\r\n+FULLRESYNC 8f3a1c0e9b7d6a5f4e3d2c1b0a9f8e7d6c5b4a39 0\r\n",
             ms(10),
         );
+        id
+    }
+
+    #[test]
+    fn a_master_close_during_a_full_sync_is_the_output_buffer_limit() {
+        let mut links = Links::new();
+        let id = granted(&mut links);
         links.on_bytes(id, Direction::MasterToReplica, b"$1000000\r\nREDIS0011", ms(100));
         links.on_bytes(id, Direction::MasterToReplica, &[0u8; 400_000], ms(900));
         close(&mut links, id, ClosedBy::Master, CloseHow::Fin, 1000);
@@ -651,15 +657,7 @@ mod tests {
 
     /// A disk-based full sync whose small RDB was delivered at 100 ms; the replica has not ACKed yet.
     fn loaded(links: &mut Links) -> crate::link::LinkId {
-        let id = links.open(Some([10, 0, 0, 2].into()), ms(0));
-        links.on_bytes(id, Direction::ReplicaToMaster, &resp(&["REPLCONF", "listening-port", "6390"]), ms(0));
-        links.on_bytes(id, Direction::ReplicaToMaster, &resp(&["PSYNC", "?", "-1"]), ms(0));
-        links.on_bytes(
-            id,
-            Direction::MasterToReplica,
-            b"+OK\r\n+FULLRESYNC 8f3a1c0e9b7d6a5f4e3d2c1b0a9f8e7d6c5b4a39 0\r\n",
-            ms(10),
-        );
+        let id = granted(links);
         let mut rdb = b"$18\r\nREDIS0011\xff".to_vec();
         rdb.extend_from_slice(&[0u8; 8]);
         links.on_bytes(id, Direction::MasterToReplica, &rdb, ms(100));

@@ -49,11 +49,6 @@ impl Links {
         Links { settings, ..Self::default() }
     }
 
-    /// What the operator stated about the master's settings.
-    pub fn settings(&self) -> ServerSettings {
-        self.settings
-    }
-
     /// Records a connection accepted at `now`.
     pub fn open(&mut self, peer_ip: Option<IpAddr>, now: Timestamp) -> LinkId {
         self.next_id += 1;
