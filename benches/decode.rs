@@ -132,7 +132,7 @@ fn command_stream(c: &mut Criterion) {
         })
     });
     // The same bytes through a whole Link: decoding plus the story (counts, offsets, traffic).
-    let mut link = replscope::link::Link::new(None, Timestamp::ZERO);
+    let mut link = replscope::link::FedLink::new(None, Timestamp::ZERO);
     link.on_bytes(Direction::ReplicaToMaster, b"*3\r\n$5\r\nPSYNC\r\n$1\r\n?\r\n$2\r\n-1\r\n", Timestamp::ZERO);
     link.on_bytes(Direction::MasterToReplica, pre, Timestamp::ZERO);
     g.bench_function("sets_through_link", |b| {
@@ -155,7 +155,7 @@ fn link_rdb(c: &mut Criterion) {
     g.sample_size(10);
     g.bench_function("sized", |b| {
         b.iter(|| {
-            let mut link = replscope::link::Link::new(None, Timestamp::ZERO);
+            let mut link = replscope::link::FedLink::new(None, Timestamp::ZERO);
             link.on_bytes(Direction::ReplicaToMaster, b"*3\r\n$5\r\nPSYNC\r\n$1\r\n?\r\n$2\r\n-1\r\n", Timestamp::ZERO);
             link.on_bytes(Direction::MasterToReplica, &pre, Timestamp::ZERO);
             for slice in body.chunks(SLICE) {

@@ -17,6 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod fault;
+pub mod label;
 pub mod link;
 pub mod observe;
 pub mod proxy;

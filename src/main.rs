@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use replscope::link::Links;
+use replscope::link::Fed;
 use replscope::observe::text::describe;
 use replscope::proxy::{Proxy, ProxyConfig};
 use replscope::recording;
@@ -445,7 +445,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Fault { action } => fault_command(action),
         Command::Replay { file, json } => {
             let reads = recording::load(&file)?;
-            let mut links = Links::new();
+            let mut links = Fed::new();
             let ids = recording::replay(&reads, &mut links);
             for (conn, id) in ids {
                 let Some(link) = links.get(id) else { continue };

@@ -3,7 +3,7 @@
 //! or `eof: true` when that side closed. Reading one is how the core is replayed, by tests and by
 //! `replscope replay`.
 
-use crate::link::{CloseHow, ClosedBy, LinkId, Links, TransportEvent};
+use crate::link::{CloseHow, ClosedBy, Fed, LinkId, TransportEvent};
 use crate::time::Timestamp;
 use crate::wire::Direction;
 
@@ -94,7 +94,7 @@ pub fn load(path: &std::path::Path) -> Result<Vec<Read>, RecordingError> {
 
 /// Replays reads into one route's links, in order; ends of file become FIN closes by that side.
 /// Returns each recording connection's link id, in first-seen order.
-pub fn replay(reads: &[Read], links: &mut Links) -> Vec<(u32, LinkId)> {
+pub fn replay(reads: &[Read], links: &mut Fed) -> Vec<(u32, LinkId)> {
     let mut ids: Vec<(u32, LinkId)> = Vec::new();
     for r in reads {
         let id = match ids.iter().find(|(c, _)| *c == r.conn) {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use replscope::fault::{FaultRequest, FaultSpec, Faults};
-use replscope::link::{CloseHow, Link, LinkId, Phase};
+use replscope::link::{CloseHow, FaultType, FedLink, Link, LinkId, Phase};
 use replscope::time::Timestamp;
 use replscope::wire::Direction;
 use tokio::time::Instant;
@@ -27,8 +27,8 @@ fn spec(words: &str) -> FaultSpec {
 use replscope::wire::encode_command as resp;
 
 /// A replica link up to the start of a `len`-byte disk-framed RDB.
-fn link_in_transfer(len: usize, now: Timestamp) -> Link {
-    let mut l = Link::new(Some([127, 0, 0, 1].into()), now);
+fn link_in_transfer(len: usize, now: Timestamp) -> FedLink {
+    let mut l = FedLink::new(Some([127, 0, 0, 1].into()), now);
     l.on_bytes(R2M, &resp(&["REPLCONF", "listening-port", "6390"]), now);
     l.on_bytes(R2M, &resp(&["PSYNC", "?", "-1"]), now);
     l.on_bytes(M2R, b"+OK\r\n+FULLRESYNC 8f3a1c0e9b7d6a5f4e3d2c1b0a9f8e7d6c5b4a39 0\r\n", now);
@@ -88,7 +88,7 @@ async fn triggers_fire_on_the_link_s_progress_and_time_in_phase() {
     link.on_bytes(M2R, &[0u8; 491], clock.now());
     let plan = faults.plan(id, "main", &link, M2R, 491, clock.now());
     assert_eq!(plan.cut.map(|c| (c.how, c.after)), Some((CloseHow::Reset, 0)));
-    assert!(plan.touches.iter().any(|t| t.kind == "cut" && t.action.contains("fired (after 50% of the RDB)")));
+    assert!(plan.touches.iter().any(|t| t.kind == FaultType::Cut && t.action.contains("fired (after 50% of the RDB)")));
 
     // Two seconds into rdb_transfer, the stall fires, once.
     tokio::time::sleep(Duration::from_millis(1999)).await;

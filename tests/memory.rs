@@ -5,7 +5,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use replscope::link::Link;
+use replscope::link::FedLink;
 use replscope::time::Timestamp;
 use replscope::wire::Direction;
 
@@ -61,7 +61,7 @@ fn resp(args: &[&[u8]]) -> Vec<u8> {
 
 /// Feeds `total` bytes produced by `fill` in 64 KiB slices from one reused buffer, after `warmup` slices;
 /// returns how far the heap rose above what it held after the warm-up.
-fn growth(link: &mut Link, dir: Direction, total: usize, mut fill: impl FnMut(usize, &mut [u8])) -> usize {
+fn growth(link: &mut FedLink, dir: Direction, total: usize, mut fill: impl FnMut(usize, &mut [u8])) -> usize {
     let mut buf = vec![0u8; SLICE];
     let mut fed = 0;
     let mut baseline = None;
@@ -88,8 +88,8 @@ fn payload_bytes(at: usize, out: &mut [u8]) {
     }
 }
 
-fn synced_link() -> Link {
-    let mut link = Link::new(None, Timestamp::ZERO);
+fn synced_link() -> FedLink {
+    let mut link = FedLink::new(None, Timestamp::ZERO);
     link.on_bytes(R2M, &resp(&[b"PSYNC", b"?", b"-1"]), Timestamp::ZERO);
     link.on_bytes(M2R, b"+FULLRESYNC 8f3a1c0e9b7d6a5f4e3d2c1b0a9f8e7d6c5b4a39 0\r\n", Timestamp::ZERO);
     link
@@ -122,7 +122,7 @@ fn memory_does_not_grow_with_payload_or_value_size() {
     assert!(link.desyncs.is_empty());
 
     // A client's 16 MiB command.
-    let mut link = Link::new(None, Timestamp::ZERO);
+    let mut link = FedLink::new(None, Timestamp::ZERO);
     link.on_bytes(R2M, format!("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n${value}\r\n").as_bytes(), Timestamp::ZERO);
     let grew = growth(&mut link, R2M, value, payload_bytes);
     assert!(grew < 2 * LIMIT, "a client's 16 MiB command: heap grew {grew} bytes");

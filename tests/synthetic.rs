@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use replscope::link::{
-    CloseHow, ClosedBy, Link, LinkId, LinkKind, Links, Phase, SyncAnswer, SyncKind, SyncRequest, TransportEvent,
+    CloseHow, ClosedBy, Fed, FedLink, Link, LinkId, LinkKind, Phase, SyncAnswer, SyncKind, SyncRequest, TransportEvent,
 };
 use replscope::time::Timestamp;
 use replscope::wire::{
@@ -70,7 +70,7 @@ fn handshake() -> Vec<(Direction, Vec<u8>)> {
 }
 
 /// Feeds steps to one link, 1 ms apart from `start`. Returns every event.
-fn feed(link: &mut Link, start: u64, steps: &[(Direction, Vec<u8>)]) -> Vec<WireEvent> {
+fn feed(link: &mut FedLink, start: u64, steps: &[(Direction, Vec<u8>)]) -> Vec<WireEvent> {
     let mut all = Vec::new();
     for (i, (dir, bytes)) in steps.iter().enumerate() {
         all.extend_from_slice(link.on_bytes(*dir, bytes, ms(start + i as u64)));
@@ -98,7 +98,7 @@ fn desyncs(events: &[WireEvent]) -> Vec<(Direction, u64, WirePhase)> {
 
 #[test]
 fn keepalives_in_each_place_are_events_with_their_time_and_never_offsets() {
-    let mut link = Link::new(Some([10, 0, 0, 7].into()), ms(0));
+    let mut link = FedLink::new(Some([10, 0, 0, 7].into()), ms(0));
     feed(&mut link, 0, &handshake());
     let payload = rdb(20, Crc::Real);
     let steps = vec![
@@ -151,7 +151,7 @@ fn an_eof_mark_split_anywhere_across_reads_is_found() {
     wire.extend_from_slice(MARK.as_bytes());
     let mark_start = wire.len() - 40;
     for cut in mark_start - 2..=wire.len() {
-        let mut link = Link::new(None, ms(0));
+        let mut link = FedLink::new(None, ms(0));
         feed(&mut link, 0, &handshake());
         link.on_bytes(M2R, &fullresync(0), ms(10));
         link.on_bytes(M2R, &wire[..cut], ms(11));
@@ -176,8 +176,8 @@ fn an_eof_mark_split_anywhere_across_reads_is_found() {
     }
 }
 
-fn full_sync_with(payload: &[u8]) -> Link {
-    let mut link = Link::new(None, ms(0));
+fn full_sync_with(payload: &[u8]) -> FedLink {
+    let mut link = FedLink::new(None, ms(0));
     feed(&mut link, 0, &handshake());
     link.on_bytes(M2R, &fullresync(0), ms(10));
     link.on_bytes(M2R, &[format!("${}\r\n", payload.len()).as_bytes(), payload].concat(), ms(11));
@@ -205,7 +205,7 @@ fn a_zero_trailer_is_not_computed_and_a_wrong_one_is_a_mismatch() {
 #[test]
 fn a_payload_cut_midway_leaves_the_link_in_rdb_transfer_with_its_progress() {
     let payload = rdb(200, Crc::Real);
-    let mut link = Link::new(None, ms(0));
+    let mut link = FedLink::new(None, ms(0));
     feed(&mut link, 0, &handshake());
     link.on_bytes(M2R, &fullresync(0), ms(10));
     link.on_bytes(M2R, format!("${}\r\n", payload.len()).as_bytes(), ms(20));
@@ -231,7 +231,7 @@ fn a_payload_cut_midway_leaves_the_link_in_rdb_transfer_with_its_progress() {
 
 #[test]
 fn an_error_line_instead_of_a_payload_is_recorded_beside_the_granted_sync() {
-    let mut link = Link::new(None, ms(0));
+    let mut link = FedLink::new(None, ms(0));
     feed(&mut link, 0, &handshake());
     feed(
         &mut link,
@@ -249,7 +249,7 @@ fn an_error_line_instead_of_a_payload_is_recorded_beside_the_granted_sync() {
 fn the_sync_fallback_after_noauth_is_told_as_it_happened() {
     // PROTOCOL.md §2.4: a replica without masterauth against a master with requirepass.
     let noauth = b"-NOAUTH Authentication required.\r\n".to_vec();
-    let mut link = Link::new(None, ms(0));
+    let mut link = FedLink::new(None, ms(0));
     let steps = vec![
         (R2M, resp(&["PING"])),
         (M2R, noauth.clone()),
@@ -280,7 +280,7 @@ fn the_sync_fallback_after_noauth_is_told_as_it_happened() {
 #[test]
 fn a_sync_fallback_that_works_reaches_streaming_without_any_ack() {
     let payload = rdb(5, Crc::Real);
-    let mut link = Link::new(None, ms(0));
+    let mut link = FedLink::new(None, ms(0));
     let mut steps = handshake();
     steps.push((M2R, b"-ERR unknown command 'PSYNC'\r\n".to_vec()));
     steps.push((R2M, b"SYNC\r\n".to_vec()));
@@ -300,19 +300,19 @@ fn a_sync_fallback_that_works_reaches_streaming_without_any_ack() {
 #[test]
 fn garbage_in_each_phase_gives_one_desync_and_bytes_still_count() {
     // Replica side, during the handshake.
-    let mut link = Link::new(None, ms(0));
+    let mut link = FedLink::new(None, ms(0));
     let ev = feed(&mut link, 0, &[(R2M, resp(&["PING"])), (R2M, b"*2\r\n$x\r\n".to_vec()), (R2M, resp(&["PING"]))]);
     assert_eq!(desyncs(&ev), [(R2M, 14, WirePhase::Handshake)]);
     assert_eq!(link.traffic[R2M.index()].bytes, 14 + 8 + 14);
     assert!(link.is_opaque(R2M) && !link.is_opaque(M2R));
 
     // Master side, during the handshake.
-    let mut link = Link::new(None, ms(0));
+    let mut link = FedLink::new(None, ms(0));
     let ev = feed(&mut link, 0, &[(R2M, resp(&["PING"])), (M2R, b"+PONG\r\n:1\r\n+OK\r\n".to_vec())]);
     assert_eq!(desyncs(&ev), [(M2R, 7, WirePhase::Handshake)]);
 
     // Master side, after FULLRESYNC, where the payload preamble belongs.
-    let mut link = Link::new(None, ms(0));
+    let mut link = FedLink::new(None, ms(0));
     feed(&mut link, 0, &handshake());
     let ev = feed(&mut link, 10, &[(M2R, fullresync(0)), (M2R, b"#junk\r\n".to_vec())]);
     assert_eq!(
@@ -356,7 +356,7 @@ fn garbage_in_each_phase_gives_one_desync_and_bytes_still_count() {
 #[test]
 fn absurd_payload_lengths_are_desyncs() {
     for line in ["$99999999999999999999\r\n", "$-5\r\n", "$12abc\r\n", "$\r\n", "$281474976710657\r\n"] {
-        let mut link = Link::new(None, ms(0));
+        let mut link = FedLink::new(None, ms(0));
         feed(&mut link, 0, &handshake());
         let ev = feed(&mut link, 10, &[(M2R, fullresync(0)), (M2R, line.as_bytes().to_vec())]);
         assert_eq!(desyncs(&ev).len(), 1, "{line:?}");
@@ -364,14 +364,14 @@ fn absurd_payload_lengths_are_desyncs() {
         assert!(matches!(link.desyncs[0].reason, DesyncReason::BadLength { what: "payload" }), "{line:?}");
     }
     // A line that never ends is capped, not buffered forever.
-    let mut link = Link::new(None, ms(0));
+    let mut link = FedLink::new(None, ms(0));
     let ev = feed(&mut link, 0, &[(M2R, vec![b'+'; 100_000])]);
     assert!(matches!(ev.last().map(|e| &e.event), Some(Event::Desync { reason: DesyncReason::TooLong { .. }, .. })));
 }
 
 #[test]
 fn a_plain_client_is_forwarded_uninterpreted_and_its_secrets_are_kept_out() {
-    let mut link = Link::new(None, ms(0));
+    let mut link = FedLink::new(None, ms(0));
     let ev = feed(
         &mut link,
         0,
@@ -392,7 +392,7 @@ fn a_plain_client_is_forwarded_uninterpreted_and_its_secrets_are_kept_out() {
     assert!(ev.iter().any(|e| e.event == Event::PlainClient { first_command: "GET".into() }));
     assert_eq!(ev.len(), 3, "AUTH, +OK, then the verdict: nothing more is interpreted: {ev:?}");
     assert_eq!(link.traffic[M2R.index()].bytes, 5 + 11);
-    for text in [format!("{link:?}"), serde_json::to_string(&link).expect("json"), format!("{ev:?}")] {
+    for text in [format!("{link:?}"), serde_json::to_string(&*link).expect("json"), format!("{ev:?}")] {
         assert!(!text.contains("hunter2"), "password leaked: {text}");
     }
 }
@@ -415,12 +415,12 @@ fn a_compressed_payload_is_reported_and_the_link_goes_on() {
 /// `+RDBCHANNELSYNC <id>` and the stream at once, the RDB channel names that id and gets the RDB.
 #[test]
 fn a_redis8_rdb_channel_sync_is_joined_into_one_story() {
-    let mut links = Links::new();
+    let mut links = Fed::new();
     let main = links.open(Some([127, 0, 0, 1].into()), ms(0));
     let rdbc = links.open(Some([127, 0, 0, 1].into()), ms(5));
     let payload = rdb(40, Crc::Real);
     let mut step = 0;
-    let mut on = |links: &mut Links, id: LinkId, dir: Direction, bytes: Vec<u8>| {
+    let mut on = |links: &mut Fed, id: LinkId, dir: Direction, bytes: Vec<u8>| {
         step += 1;
         links.on_bytes(id, dir, &bytes, ms(step)).to_vec()
     };
@@ -475,7 +475,7 @@ fn a_redis8_rdb_channel_sync_is_joined_into_one_story() {
 
 #[test]
 fn auth_with_a_user_keeps_the_user_and_never_the_password() {
-    let mut link = Link::new(None, ms(0));
+    let mut link = FedLink::new(None, ms(0));
     let ev = feed(
         &mut link,
         0,
@@ -494,7 +494,7 @@ fn auth_with_a_user_keeps_the_user_and_never_the_password() {
         link.handshake.errors.iter().map(|e| e.code.clone()).collect::<Vec<_>>(),
         [ErrorCode::Noauth, ErrorCode::Wrongpass]
     );
-    for text in [format!("{link:?}"), serde_json::to_string(&link).expect("json"), format!("{ev:?}")] {
+    for text in [format!("{link:?}"), serde_json::to_string(&*link).expect("json"), format!("{ev:?}")] {
         assert!(!text.contains("pa55") && !text.contains("70613535"), "password leaked: {text}");
     }
 }
@@ -503,7 +503,7 @@ fn auth_with_a_user_keeps_the_user_and_never_the_password() {
 fn the_rdb_rate_is_over_the_last_second_then_the_average() {
     let payload = rdb(10_000, Crc::Real);
     assert!(payload.len() > 20 * 10_000 + 5 * 40_000, "payload of {} bytes too small for the test", payload.len());
-    let mut link = Link::new(None, ms(0));
+    let mut link = FedLink::new(None, ms(0));
     feed(&mut link, 0, &handshake());
     link.on_bytes(M2R, &fullresync(0), ms(10));
     link.on_bytes(M2R, format!("${}\r\n", payload.len()).as_bytes(), ms(1000));

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::fault::bucket::TokenBucket;
 use crate::fault::spec::{FaultKind, FaultSpec, Scope, Trigger};
-use crate::link::{CloseHow, Link, LinkId};
+use crate::link::{CloseHow, FaultTouch, FaultType, Link, LinkId};
 use crate::time::Timestamp;
 use crate::wire::Direction;
 
@@ -34,10 +34,17 @@ pub struct Fault {
 pub struct Touch {
     /// The fault.
     pub fault: u64,
-    /// Its kind's label.
-    pub kind: &'static str,
+    /// Its type.
+    pub kind: FaultType,
     /// What happened, in words.
     pub action: String,
+}
+
+impl Touch {
+    /// As the link's story keeps it.
+    pub fn at(self, now: Timestamp) -> FaultTouch {
+        FaultTouch { fault: self.fault, kind: self.kind, action: self.action, at: now }
+    }
 }
 
 /// How to close a link.
@@ -160,11 +167,11 @@ impl Faults {
         !self.entries.is_empty()
     }
 
-    /// Faults in force by kind label.
-    pub fn active_by_kind(&self) -> HashMap<&'static str, u64> {
+    /// Faults in force by type.
+    pub fn active_by_type(&self) -> HashMap<FaultType, u64> {
         let mut m = HashMap::new();
         for e in &self.entries {
-            *m.entry(e.fault.spec.kind.label()).or_default() += 1;
+            *m.entry(e.fault.spec.kind.fault_type()).or_default() += 1;
         }
         m
     }
@@ -220,7 +227,7 @@ impl Faults {
                 }
                 plan.touches.push(Touch {
                     fault: e.fault.id,
-                    kind: spec.kind.label(),
+                    kind: spec.kind.fault_type(),
                     action: format!("fired ({})", describe_trigger(spec.trigger)),
                 });
             }
@@ -240,7 +247,7 @@ impl Faults {
                         plan.stall = Some(plan.stall.map_or(duration, |s| s.max(duration)));
                         plan.touches.push(Touch {
                             fault: e.fault.id,
-                            kind: "stall",
+                            kind: FaultType::Stall,
                             action: format!("stalled {} for {:.1} s", direction.as_str(), duration.as_secs_f64()),
                         });
                     }
@@ -249,7 +256,7 @@ impl Faults {
                     plan.cut = Some(Cut { how, after: 0 });
                     plan.touches.push(Touch {
                         fault: e.fault.id,
-                        kind: "cut",
+                        kind: FaultType::Cut,
                         action: format!("cut the link ({})", how_word(how)),
                     });
                 }
@@ -262,7 +269,7 @@ impl Faults {
                         }
                         plan.touches.push(Touch {
                             fault: e.fault.id,
-                            kind: "limit",
+                            kind: FaultType::Limit,
                             action: format!(
                                 "limit reached after {after} more bytes {}: cut the link",
                                 direction.as_str()

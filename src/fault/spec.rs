@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::link::{CloseHow, Phase};
+use crate::link::{CloseHow, FaultType, Phase};
 use crate::size::parse_size;
 use crate::wire::Direction;
 
@@ -87,19 +87,16 @@ pub enum FaultKind {
 }
 
 impl FaultKind {
-    /// The metric label value.
-    pub fn label(&self) -> &'static str {
+    /// Its type (the label metrics, logs and a link's story use).
+    pub fn fault_type(&self) -> FaultType {
         match self {
-            FaultKind::Bandwidth { .. } => "bandwidth",
-            FaultKind::Latency { .. } => "latency",
-            FaultKind::Stall { .. } => "stall",
-            FaultKind::Cut { .. } => "cut",
-            FaultKind::Limit { .. } => "limit",
+            FaultKind::Bandwidth { .. } => FaultType::Bandwidth,
+            FaultKind::Latency { .. } => FaultType::Latency,
+            FaultKind::Stall { .. } => FaultType::Stall,
+            FaultKind::Cut { .. } => FaultType::Cut,
+            FaultKind::Limit { .. } => FaultType::Limit,
         }
     }
-
-    /// Every label value.
-    pub const LABELS: [&'static str; 5] = ["bandwidth", "latency", "stall", "cut", "limit"];
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -311,41 +308,44 @@ impl FaultRequest {
         let need = |field: &Option<Human>, name: &str, kind: &str| -> Result<String, SpecError> {
             field.as_ref().map(text).ok_or_else(|| SpecError(format!("{kind} needs {name}")))
         };
-        let kind = match self.kind.to_ascii_lowercase().as_str() {
-            "bandwidth" => FaultKind::Bandwidth {
+        let Some(fault_type) = FaultType::from_label(&self.kind.to_ascii_lowercase()) else {
+            let known: Vec<&str> = FaultType::ALL.iter().map(|t| t.as_str()).collect();
+            return err(format!("kind {:?}: expected one of {}", self.kind, known.join(", ")));
+        };
+        let kind = match fault_type {
+            FaultType::Bandwidth => FaultKind::Bandwidth {
                 rate_bytes_per_second: parse_rate(&need(&self.rate, "rate (e.g. 4MiB/s)", "bandwidth")?)?,
             },
-            "latency" => FaultKind::Latency {
+            FaultType::Latency => FaultKind::Latency {
                 delay: parse_duration(&need(&self.delay, "delay (e.g. 250ms)", "latency")?)?,
                 jitter: self.jitter.as_ref().map(|j| parse_duration(&text(j))).transpose()?.unwrap_or_default(),
             },
-            "stall" => {
+            FaultType::Stall => {
                 FaultKind::Stall { duration: parse_duration(&need(&self.duration, "duration (e.g. 5s)", "stall")?)? }
             }
-            "cut" => FaultKind::Cut {
+            FaultType::Cut => FaultKind::Cut {
                 how: match self.how.as_deref().unwrap_or("fin").to_ascii_lowercase().as_str() {
                     "fin" => CloseHow::Fin,
                     "reset" | "rst" => CloseHow::Reset,
                     other => return err(format!("how {other:?}: expected fin or reset")),
                 },
             },
-            "limit" => FaultKind::Limit {
+            FaultType::Limit => FaultKind::Limit {
                 bytes: parse_size(&need(&self.bytes, "bytes (e.g. 1MiB)", "limit")?)
                     .map_err(|e| SpecError(e.to_string()))?,
             },
-            other => return err(format!("kind {other:?}: expected bandwidth, latency, stall, cut or limit")),
         };
         let misplaced = [
-            ("rate", self.rate.is_some(), "bandwidth"),
-            ("delay", self.delay.is_some(), "latency"),
-            ("jitter", self.jitter.is_some(), "latency"),
-            ("duration", self.duration.is_some(), "stall"),
-            ("how", self.how.is_some(), "cut"),
-            ("bytes", self.bytes.is_some(), "limit"),
+            ("rate", self.rate.is_some(), FaultType::Bandwidth),
+            ("delay", self.delay.is_some(), FaultType::Latency),
+            ("jitter", self.jitter.is_some(), FaultType::Latency),
+            ("duration", self.duration.is_some(), FaultType::Stall),
+            ("how", self.how.is_some(), FaultType::Cut),
+            ("bytes", self.bytes.is_some(), FaultType::Limit),
         ];
         for (field, given, belongs) in misplaced {
-            if given && kind.label() != belongs {
-                return err(format!("{field} is for {belongs} faults, not {}", kind.label()));
+            if given && fault_type != belongs {
+                return err(format!("{field} is for {belongs} faults, not {fault_type}"));
             }
         }
         let direction = FaultDirection::parse(self.direction.as_deref().unwrap_or("both"))?;

@@ -103,7 +103,7 @@ mod tests {
 
     #[test]
     fn the_pile_at_the_end_of_the_transfer() {
-        let mut l = Link::new(None, at(0));
+        let mut l = crate::link::FedLink::new(None, at(0));
         l.on_bytes(Direction::ReplicaToMaster, &resp(&["PSYNC", "?", "-1"]), at(0));
         l.on_bytes(Direction::MasterToReplica, b"+FULLRESYNC 8f3a1c0e9b7d6a5f4e3d2c1b0a9f8e7d6c5b4a39 0\r\n", at(0));
         assert_eq!(sync_buffer_forecast(&l, Some(1e6), None, at(1000)), None, "no RDB yet");

@@ -1,19 +1,26 @@
 //! `link`: the story of one proxied TCP connection, built from wire events and transport events.
 //!
-//! A [`Link`] owns the [`Decoder`] of its connection. The driver hands it every forwarded slice with the
-//! time ([`Link::on_bytes`]) and every socket event ([`Link::on_transport`]); the link keeps the phase and
-//! when each began, the handshake facts, the sync asked for and granted, the RDB, the stream offset and
-//! the replica's acknowledgements, the traffic each way and how it ended. It is deterministic: the same
-//! inputs at the same times give the same story. [`Links`] holds the links of one route and joins the two
-//! connections of a dual-channel / rdb-channel sync into one story.
+//! A [`Link`] is the model only: what a connection's [`Reader`] (kept beside it) made of each forwarded
+//! slice ([`Link::on_decoded`]) and every socket event ([`Link::on_transport`]) make its story — the phase
+//! and when each began, the handshake facts, the sync asked for and granted, the RDB, the stream offset
+//! and the replica's acknowledgements, the traffic each way and how it ended. Each update says what it
+//! changed ([`Change`]). It is deterministic: the same inputs at the same times give the same story.
+//! [`Links`] holds the links of one route, joins the two connections of a dual-channel / rdb-channel
+//! sync into one story and diagnoses the ones that end ([`cause`], [`rules`]). [`Fed`] keeps readers
+//! and links together for code that does both steps in one place (tests, replay, benchmarks).
 
 pub mod cause;
+mod change;
 mod facts;
+mod feed;
 pub mod forecast;
 pub mod history;
+mod reader;
 pub mod refusal;
 mod registry;
+pub mod rules;
 pub mod settings;
+mod touch;
 mod transport;
 pub mod write_rate;
 
@@ -21,17 +28,23 @@ use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::time::Duration;
 
+pub use cause::Cause;
+pub use change::Change;
 pub use facts::{
     Ack, AuthFacts, Close, DesyncFacts, ErrorReply, Handshake, HandshakeStep, LinkKind, MAX_ERRORS_KEPT, Phase,
     PhaseChange, RdbFacts, StreamFacts, SyncAnswer, SyncKind, SyncRequest, Traffic,
 };
+pub use feed::{Fed, FedLink};
+pub use reader::{Decoded, Reader};
 pub use refusal::{PsyncRefusal, RefusalReason};
 pub use registry::{LinkId, Links};
+pub use touch::{FaultTouch, FaultType, MAX_FAULT_TOUCHES};
 pub use transport::{CloseHow, ClosedBy, Side, TransportEvent};
 
 use crate::time::Timestamp;
 use crate::wire::{
-    Decoder, Direction, Event, MasterReply, PayloadFraming, PsyncId, ReplId, ReplconfOption, ReplicaCommand, WireEvent,
+    CommandName, Direction, Event, MasterReply, PayloadFraming, PsyncId, ReplId, ReplconfOption, ReplicaCommand,
+    TrailerCheck, WireEvent,
 };
 
 /// How the two connections of a two-channel sync find each other: the client id the master announced.
@@ -41,22 +54,6 @@ pub(crate) enum PairKey {
     RdbClientId(u64),
     /// Redis 8: the main channel's client id (`+RDBCHANNELSYNC` on it, `main-ch-client-id` on the RDB one).
     MainClientId(u64),
-}
-
-/// How many fault actions a link keeps in its story.
-pub const MAX_FAULT_TOUCHES: usize = 64;
-
-/// An injected fault acting on a link.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct FaultTouch {
-    /// The fault's id.
-    pub fault: u64,
-    /// Its kind.
-    pub kind: &'static str,
-    /// What it did.
-    pub action: String,
-    /// When.
-    pub at: Timestamp,
 }
 
 /// The window of the "current" RDB transfer rate.
@@ -75,22 +72,12 @@ fn sample_rate(samples: &mut VecDeque<(Timestamp, u64)>, now: Timestamp, bytes: 
 /// How many unanswered replica commands a link tracks (a replica pipelines about six).
 const MAX_AWAITING: usize = 64;
 
-/// What a connection's decoder made of one read: the input of [`Link::on_decoded`].
-#[derive(Clone, Copy, Debug)]
-pub struct Decoded<'a> {
-    /// The direction the bytes went.
-    pub direction: Direction,
-    /// How many bytes were forwarded.
-    pub len: usize,
-    /// The events they produced.
-    pub events: &'a [WireEvent],
-    /// The decoder's payload progress after them ([`Decoder::payload_progress`]).
-    pub payload_progress: Option<(PayloadFraming, u64)>,
-}
-
 /// The story of one connection.
 #[derive(Debug, serde::Serialize)]
 pub struct Link {
+    /// Its id (the API shows it beside the story).
+    #[serde(skip)]
+    pub id: LinkId,
     /// The replica's address as the proxy saw it.
     pub peer_ip: Option<IpAddr>,
     /// When the connection was accepted.
@@ -140,10 +127,9 @@ pub struct Link {
     /// Recent (time, RDB bytes) samples, for the transfer rate over the last second.
     #[serde(skip)]
     rate_samples: VecDeque<(Timestamp, u64)>,
+    /// What changed during the update in progress (handed out before it returns).
     #[serde(skip)]
-    decoder: Decoder,
-    #[serde(skip)]
-    pub(crate) scratch: Vec<WireEvent>,
+    changes: Vec<Change>,
     /// A `+DUALCHANNELSYNC` was answered: the later `+CONTINUE` is the second step of a full sync.
     #[serde(skip)]
     dual_channel_main: bool,
@@ -164,9 +150,10 @@ fn serialize_blocked<S: serde::Serializer>(b: &[Duration; 2], s: S) -> Result<S:
 }
 
 impl Link {
-    /// A connection accepted at `now` from `peer_ip`.
-    pub fn new(peer_ip: Option<IpAddr>, now: Timestamp) -> Self {
+    /// Connection `id`, accepted at `now` from `peer_ip`, in its handshake.
+    pub fn new(id: LinkId, peer_ip: Option<IpAddr>, now: Timestamp) -> Self {
         Link {
+            id,
             peer_ip,
             opened_at: now,
             kind: LinkKind::Pending,
@@ -190,8 +177,7 @@ impl Link {
             connect_error: None,
             faults: Vec::new(),
             rate_samples: VecDeque::new(),
-            decoder: Decoder::new(),
-            scratch: Vec::new(),
+            changes: Vec::new(),
             dual_channel_main: false,
             dual_channel_continue_from: None,
             awaiting: VecDeque::new(),
@@ -247,26 +233,48 @@ impl Link {
     }
 
     /// Records that an injected fault acted on this link.
-    pub fn record_fault(&mut self, fault: u64, kind: &'static str, action: String, now: Timestamp) {
+    pub fn on_fault(&mut self, touch: FaultTouch, out: &mut Vec<Change>) {
+        let (fault, kind, action) = (touch.fault, touch.kind, touch.action.clone());
         if self.faults.len() < MAX_FAULT_TOUCHES {
-            self.faults.push(FaultTouch { fault, kind, action, at: now });
+            self.faults.push(touch);
         }
+        out.push(Change::FaultActed { link: self.id, fault, kind, action });
     }
 
     /// The master could not be reached: the proxy closes the replica's connection.
-    pub fn on_connect_failed(&mut self, kind: std::io::ErrorKind, message: String, now: Timestamp) {
+    pub fn on_connect_failed(
+        &mut self,
+        kind: std::io::ErrorKind,
+        message: String,
+        now: Timestamp,
+        out: &mut Vec<Change>,
+    ) {
         self.connect_error = Some(message);
-        self.on_transport(TransportEvent::Closed { by: ClosedBy::Proxy, how: CloseHow::Error(kind) }, now);
+        self.on_transport(TransportEvent::Closed { by: ClosedBy::Proxy, how: CloseHow::Error(kind) }, now, out);
+    }
+
+    /// Hands out what the update in progress changed.
+    fn flush(&mut self, out: &mut Vec<Change>) {
+        out.append(&mut self.changes);
+    }
+
+    fn emit(&mut self, change: Change) {
+        self.changes.push(change);
+    }
+
+    /// How a full sync of this replication link ended before streaming, if it did: the close of a failed
+    /// full sync (what a replica's record and `replscope_full_sync_failures_total` count).
+    pub fn failed_full_sync(&self) -> Option<Close> {
+        let close = self.close?;
+        (self.kind == LinkKind::Replication
+            && self.sync_kind == Some(SyncKind::Full)
+            && matches!(close.phase, Phase::WaitingBgsave | Phase::RdbTransfer | Phase::Loading))
+        .then_some(close)
     }
 
     /// Replica commands still waiting for the master's reply.
     pub fn unanswered_commands(&self) -> usize {
         self.awaiting.len()
-    }
-
-    /// The events the last [`Link::on_bytes`] produced.
-    pub fn last_events(&self) -> &[WireEvent] {
-        &self.scratch
     }
 
     /// The master's replication offset as the wire shows it: the stream's start offset plus every complete
@@ -275,28 +283,28 @@ impl Link {
         self.stream.offset.or(self.stream.start_offset.map(|s| s + self.stream.bytes as i64))
     }
 
-    /// Feeds bytes forwarded in `direction` at `now`. Returns the events they produced, already applied.
-    pub fn on_bytes(&mut self, direction: Direction, bytes: &[u8], now: Timestamp) -> &[WireEvent] {
-        let mut events = std::mem::take(&mut self.scratch);
-        events.clear();
-        self.decoder.feed(direction, bytes, now, &mut events);
-        let progress = self.decoder.payload_progress();
-        self.on_decoded(Decoded { direction, len: bytes.len(), events: &events, payload_progress: progress }, now);
-        self.scratch = events;
-        &self.scratch
-    }
-
-    /// Takes what a connection's own [`Decoder`] made of `len` bytes forwarded at `now` (the proxy decodes
-    /// outside its lock and hands the link only the events). A link fed this way must not also be fed
-    /// with [`Link::on_bytes`], which uses the link's own decoder.
-    pub fn on_decoded(&mut self, d: Decoded<'_>, now: Timestamp) {
+    /// Takes what the connection's [`Reader`] made of `len` bytes forwarded at `now`; what changed goes
+    /// to `out`.
+    pub fn on_decoded(&mut self, d: Decoded<'_>, now: Timestamp, out: &mut Vec<Change>) {
         let traffic = &mut self.traffic[d.direction.index()];
         traffic.bytes += d.len as u64;
         if d.len > 0 {
             traffic.last_at = Some(now);
+            self.emit(Change::Forwarded { link: self.id, direction: d.direction, bytes: d.len as u64 });
         }
+        let mut commands = [0u64; CommandName::ALL.len()];
         for event in d.events {
+            if let Event::StreamCommand { name, .. } = &event.event
+                && let Some(n) = commands.get_mut(name.index())
+            {
+                *n += 1;
+            }
             self.apply(event);
+        }
+        for (name, count) in CommandName::ALL.iter().zip(commands) {
+            if count > 0 {
+                self.emit(Change::Commands { link: self.id, name: *name, count });
+            }
         }
         if let (Some((_, received)), Some(rdb)) = (d.payload_progress, self.rdb.as_mut()) {
             rdb.transferred = received;
@@ -306,10 +314,11 @@ impl Link {
         {
             sample_rate(&mut self.rate_samples, now, rdb.transferred);
         }
+        self.flush(out);
     }
 
-    /// Applies one wire event (what [`Link::on_bytes`] does for each event its bytes produce).
-    pub fn apply(&mut self, e: &WireEvent) {
+    /// Applies one wire event.
+    fn apply(&mut self, e: &WireEvent) {
         let at = e.at;
         match &e.event {
             Event::Command { command } => self.on_command(command, at),
@@ -325,7 +334,7 @@ impl Link {
                     // After `SYNC` the payload itself is the answer.
                     self.answered();
                     self.answer = Some(SyncAnswer::BulkPayload { at });
-                    self.sync_kind = Some(SyncKind::Full);
+                    self.decide(SyncKind::Full);
                 }
                 self.rdb = Some(RdbFacts {
                     framing: *framing,
@@ -359,6 +368,9 @@ impl Link {
                     rdb.trailer = Some(*trailer);
                     rdb.completed_at = Some(at);
                 }
+                if matches!(trailer, TrailerCheck::Mismatch { .. }) {
+                    self.emit(Change::ChecksumFailed { link: self.id });
+                }
                 self.advance(Phase::Loading, at);
             }
             Event::StreamCommand { name, stream_bytes, offset, .. } => {
@@ -376,19 +388,22 @@ impl Link {
                     self.advance(Phase::Streaming, at);
                 }
             }
-            Event::Desync { offset, phase, reason } => self.desyncs.push(DesyncFacts {
-                link_phase: self.phase(),
-                direction: e.direction,
-                offset: *offset,
-                phase: *phase,
-                reason: reason.clone(),
-                at,
-            }),
+            Event::Desync { offset, phase, reason } => {
+                self.desyncs.push(DesyncFacts {
+                    link_phase: self.phase(),
+                    direction: e.direction,
+                    offset: *offset,
+                    phase: *phase,
+                    reason: reason.clone(),
+                    at,
+                });
+                self.emit(Change::Desync { link: self.id, direction: e.direction });
+            }
         }
     }
 
-    /// Applies a socket event.
-    pub fn on_transport(&mut self, event: TransportEvent, now: Timestamp) {
+    /// Applies a socket event; what changed goes to `out`.
+    pub fn on_transport(&mut self, event: TransportEvent, now: Timestamp, out: &mut Vec<Change>) {
         match event {
             TransportEvent::Closed { by, how } => {
                 if self.close.is_none() {
@@ -400,20 +415,32 @@ impl Link {
                         time_in_phase: now.since(self.phase_since()),
                     });
                     self.advance(Phase::Closed, now);
+                    self.emit(Change::Closed { link: self.id });
                 }
             }
             TransportEvent::WriteBlocked { side, duration } => {
                 self.blocked[side.index()] += duration;
                 self.last_blocked[side.index()] = Some((now, duration));
+                self.emit(Change::WriteBlocked { link: self.id, side, duration });
             }
         }
+        self.flush(out);
     }
 
     /// Moves to a later phase; earlier or equal phases are ignored.
     fn advance(&mut self, phase: Phase, at: Timestamp) {
         if phase > self.phase() {
             self.phases.push(PhaseChange { phase, at });
+            self.emit(Change::PhaseEntered { link: self.id, phase });
         }
+    }
+
+    /// The master decided full or partial (the first decision is the link's).
+    fn decide(&mut self, kind: SyncKind) {
+        if self.sync_kind.is_none() {
+            self.emit(Change::SyncDecided { link: self.id, kind });
+        }
+        self.sync_kind = Some(kind);
     }
 
     fn become_replication(&mut self) {
@@ -511,7 +538,11 @@ impl Link {
     /// A full sync answered this link's PSYNC: records why the partial resync was refused.
     fn refused(&mut self, master_replid: ReplId, master_offset: i64) {
         if let Some(SyncRequest::Psync { replid, offset, .. }) = self.request {
+            let first = self.psync_refusal.is_none();
             self.psync_refusal = Some(refusal::classify(replid, offset, master_replid, master_offset));
+            if first {
+                self.emit(Change::Refused { link: self.id });
+            }
         }
     }
 
@@ -547,7 +578,7 @@ impl Link {
                     self.refused(*replid, *offset);
                 }
                 self.answer = Some(SyncAnswer::FullResync { replid: *replid, offset: *offset, at });
-                self.sync_kind = Some(SyncKind::Full);
+                self.decide(SyncKind::Full);
                 self.stream.start_offset = Some(*offset);
                 self.advance(Phase::WaitingBgsave, at);
             }
@@ -560,7 +591,7 @@ impl Link {
                     return;
                 }
                 self.answer = Some(SyncAnswer::Continue { replid: *replid, at });
-                self.sync_kind = Some(SyncKind::Partial);
+                self.decide(SyncKind::Partial);
                 self.master_replid = replid.or(match self.request {
                     Some(SyncRequest::Psync { replid: PsyncId::Id(id), .. }) => Some(id),
                     _ => None,
@@ -572,13 +603,13 @@ impl Link {
             }
             MasterReply::DualChannelSync => {
                 self.answer = Some(SyncAnswer::DualChannelSync { at });
-                self.sync_kind = Some(SyncKind::Full);
+                self.decide(SyncKind::Full);
                 self.dual_channel_main = true;
                 self.advance(Phase::WaitingBgsave, at);
             }
             MasterReply::RdbChannelSync { client_id } => {
                 self.answer = Some(SyncAnswer::RdbChannelSync { client_id: *client_id, at });
-                self.sync_kind = Some(SyncKind::Full);
+                self.decide(SyncKind::Full);
                 self.advance(Phase::WaitingBgsave, at);
             }
             MasterReply::EndOffset { offset, replid, dbid, client_id } => {
@@ -591,7 +622,7 @@ impl Link {
                     client_id: *client_id,
                     at,
                 });
-                self.sync_kind = Some(SyncKind::Full);
+                self.decide(SyncKind::Full);
                 self.stream.start_offset = Some(*offset);
                 self.advance(Phase::WaitingBgsave, at);
             }
@@ -615,7 +646,12 @@ impl Link {
 
     /// A main channel takes what its RDB channel learnt: the RDB and its phases, and (Redis 8) the start
     /// offset of the stream it is already receiving.
-    pub(crate) fn adopt_from_rdb_channel(&mut self, rdb_channel: &Link, rdb_channel_id: LinkId) {
+    pub(crate) fn adopt_from_rdb_channel(&mut self, rdb_channel: &Link, out: &mut Vec<Change>) {
+        self.adopt(rdb_channel);
+        self.flush(out);
+    }
+
+    fn adopt(&mut self, rdb_channel: &Link) {
         // The two-channel sync's offset and id come from the RDB channel ($ENDOFF or its FULLRESYNC).
         if self.psync_refusal.is_none()
             && let Some(SyncAnswer::EndOffset { offset, replid, .. } | SyncAnswer::FullResync { offset, replid, .. }) =
@@ -631,7 +667,11 @@ impl Link {
             return;
         };
         let mut rdb = rdb.clone();
-        rdb.via_rdb_channel = Some(rdb_channel_id.0);
+        rdb.via_rdb_channel = Some(rdb_channel.id.0);
+        let mismatch = |r: Option<&RdbFacts>| matches!(r.and_then(|r| r.trailer), Some(TrailerCheck::Mismatch { .. }));
+        if mismatch(Some(&rdb)) && !mismatch(self.rdb.as_ref()) {
+            self.emit(Change::ChecksumFailed { link: self.id });
+        }
         let (started, completed) = (rdb.started_at, rdb.completed_at);
         self.rdb = Some(rdb);
         self.advance(Phase::RdbTransfer, started);

@@ -1,6 +1,8 @@
-//! The links of one route, by id, and the pairing of the two connections of a two-channel sync.
+//! The links of one route, by id: the pairing of the two connections of a two-channel sync, the
+//! master's write rate, and the diagnosis of the links that end, with what each update changed.
 //!
-//! Client ids are per master, so one [`Links`] serves one route (one master).
+//! Client ids are per master, so one [`Links`] serves one route (one master). Every update appends its
+//! [`Change`]s to a buffer the driver drains ([`Links::drain_changes`]) and hands to the observers.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
@@ -8,9 +10,9 @@ use std::time::Duration;
 
 use crate::link::settings::ServerSettings;
 use crate::link::write_rate::WriteRate;
-use crate::link::{Decoded, Link, LinkKind, PairKey, Phase, TransportEvent};
+use crate::link::{Change, Decoded, FaultTouch, Link, LinkKind, PairKey, Phase, TransportEvent};
 use crate::time::Timestamp;
-use crate::wire::{Direction, Event, MasterReply, WireEvent};
+use crate::wire::{Event, MasterReply, WireEvent};
 
 /// A link's id: unique within its [`Links`], never reused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -29,8 +31,8 @@ pub struct Links {
     undiagnosable: HashSet<LinkId>,
     /// Per-replica records: failed full syncs, loops.
     histories: crate::link::history::Histories,
-    /// Loops entered or cleared since the driver last looked.
-    loop_changes: Vec<(String, crate::link::history::LoopChange)>,
+    /// What changed since the driver last drained.
+    changes: Vec<Change>,
     /// What the operator stated about the master's settings.
     settings: ServerSettings,
     /// Whether the master is Valkey 8.0 or later (its default backlog is 10mb, not 1mb), as the first RDB
@@ -53,8 +55,19 @@ impl Links {
     pub fn open(&mut self, peer_ip: Option<IpAddr>, now: Timestamp) -> LinkId {
         self.next_id += 1;
         let id = LinkId(self.next_id);
-        self.links.insert(id, Link::new(peer_ip, now));
+        self.links.insert(id, Link::new(id, peer_ip, now));
+        self.changes.push(Change::PhaseEntered { link: id, phase: Phase::Handshake });
         id
+    }
+
+    /// What changed since the last call, oldest first.
+    pub fn drain_changes(&mut self) -> std::vec::Drain<'_, Change> {
+        self.changes.drain(..)
+    }
+
+    /// Whether changes wait to be drained.
+    pub fn has_changes(&self) -> bool {
+        !self.changes.is_empty()
     }
 
     /// A link, open or not yet removed.
@@ -84,54 +97,46 @@ impl Links {
         self.links.remove(&id)
     }
 
-    /// Feeds bytes forwarded on a link; returns the events they produced. Unknown ids are ignored.
-    pub fn on_bytes(&mut self, id: LinkId, direction: Direction, bytes: &[u8], now: Timestamp) -> &[WireEvent] {
-        let Some(link) = self.links.get_mut(&id) else {
-            return &[];
-        };
-        link.on_bytes(direction, bytes, now);
-        self.after_bytes(id, now);
-        self.links.get(&id).map_or(&[], Link::last_events)
-    }
-
-    /// Feeds what a connection's own decoder made of bytes forwarded on a link (see
-    /// [`Link::on_decoded`]). Unknown ids are ignored.
+    /// Takes what a connection's [`Reader`](crate::link::Reader) made of bytes forwarded on a link: the
+    /// one way bytes reach the model. Unknown ids are ignored.
     pub fn on_decoded(&mut self, id: LinkId, decoded: Decoded<'_>, now: Timestamp) {
         let Some(link) = self.links.get_mut(&id) else { return };
-        link.on_decoded(decoded, now);
-        self.after_bytes_with(id, decoded.events, now);
+        link.on_decoded(decoded, now, &mut self.changes);
+        self.after_update(id);
+        self.observe_write_rate(id, decoded.events, now);
+        self.judge_refusal(id, now);
     }
 
-    fn after_bytes(&mut self, id: LinkId, now: Timestamp) {
-        let events = self.links.get_mut(&id).map(|l| std::mem::take(&mut l.scratch)).unwrap_or_default();
-        self.after_bytes_with(id, &events, now);
-        if let Some(l) = self.links.get_mut(&id) {
-            l.scratch = events;
+    /// The master could not be reached for a link: the proxy closed the replica's connection.
+    pub fn on_connect_failed(&mut self, id: LinkId, kind: std::io::ErrorKind, message: String, now: Timestamp) {
+        if let Some(link) = self.links.get_mut(&id) {
+            link.on_connect_failed(kind, message, now, &mut self.changes);
         }
     }
 
-    fn after_bytes_with(&mut self, id: LinkId, events: &[WireEvent], now: Timestamp) {
-        self.after_update(id);
-        self.observe_write_rate(id, events, now);
-        self.judge_refusal(id, now);
+    /// An injected fault acted on a link.
+    pub fn on_fault(&mut self, id: LinkId, touch: FaultTouch) {
+        if let Some(link) = self.links.get_mut(&id) {
+            link.on_fault(touch, &mut self.changes);
+        }
     }
 
     /// Diagnoses links that closed, refines the diagnoses still open with what happened since, and settles
     /// those whose window has passed. Returns the links whose diagnosis changed.
     pub fn diagnose(&mut self, now: Timestamp) -> Vec<LinkId> {
-        use crate::link::cause::{self, Context, Later};
+        use crate::link::cause::{self, Later};
+        use crate::link::rules::{self, Context};
         let ctx = Context { write_rate: self.write_rate.rate(now), settings: self.settings };
         let mut changed = Vec::new();
-        let was_settled: HashSet<LinkId> = self
-            .links
-            .iter()
-            .filter(|(_, l)| l.diagnosis.as_ref().is_some_and(|d| d.settled))
-            .map(|(id, _)| *id)
-            .collect();
+        let mut newly_settled = Vec::new();
         for (id, link) in self.links.iter_mut() {
             if link.close.is_some() && link.diagnosis.is_none() && !self.undiagnosable.contains(id) {
-                match cause::classify(link, ctx) {
+                match rules::classify(link, ctx) {
                     Some(d) => {
+                        self.changes.push(Change::Diagnosed { link: *id, cause: d.cause });
+                        if d.settled {
+                            newly_settled.push(*id);
+                        }
                         link.diagnosis = Some(d);
                         changed.push(*id);
                     }
@@ -149,7 +154,7 @@ impl Links {
             // A health probe from the replica's host is not the replica coming back.
             if matches!(link.kind, LinkKind::Replication | LinkKind::Pending)
                 && link.connect_error.is_none()
-                && !cause::is_probe(link)
+                && !rules::is_probe(link)
             {
                 let at = link.opened_at;
                 let asked_full = cause::asks_full(&link.request);
@@ -193,25 +198,27 @@ impl Links {
             if before != (d.cause, d.settled, d.evidence.later.len()) {
                 changed.push(*id);
             }
+            if d.settled {
+                newly_settled.push(*id);
+            }
         }
         changed.sort();
         changed.dedup();
+        newly_settled.sort();
+        for id in &newly_settled {
+            if let Some(d) = self.links.get(id).and_then(|l| l.diagnosis.as_ref()) {
+                self.changes.push(Change::Settled { link: *id, cause: d.cause, first: d.first });
+            }
+        }
         // Failed full syncs (ended before streaming) go on the replica's record once their cause settles;
         // a replica streaming long enough clears it.
-        for id in &changed {
+        for id in &newly_settled {
             let Some(link) = self.links.get(id) else { continue };
-            let (Some(d), Some(close), Some(ep)) = (&link.diagnosis, link.close, link.replica_endpoint()) else {
-                continue;
-            };
-            let failed_full = link.kind == LinkKind::Replication
-                && link.sync_kind == Some(crate::link::SyncKind::Full)
-                && matches!(close.phase, Phase::WaitingBgsave | Phase::RdbTransfer | Phase::Loading);
-            if d.settled
-                && !was_settled.contains(id)
-                && failed_full
+            let (Some(d), Some(ep)) = (&link.diagnosis, link.replica_endpoint()) else { continue };
+            if let Some(close) = link.failed_full_sync()
                 && let Some(change) = self.histories.full_sync_failed(&ep, close.at, d.cause)
             {
-                self.loop_changes.push((ep, change));
+                self.changes.push(Change::LoopChanged { replica: ep, change });
             }
         }
         for link in self.links.values() {
@@ -221,7 +228,7 @@ impl Links {
                 && let (Some(ep), Some(since)) = (link.replica_endpoint(), link.phase_at(Phase::Streaming))
                 && let Some(change) = self.histories.streaming(&ep, since, now)
             {
-                self.loop_changes.push((ep, change));
+                self.changes.push(Change::LoopChanged { replica: ep, change });
             }
         }
         changed
@@ -230,11 +237,6 @@ impl Links {
     /// The per-replica records.
     pub fn histories(&self) -> &crate::link::history::Histories {
         &self.histories
-    }
-
-    /// Loops entered or cleared since the last call.
-    pub fn take_loop_changes(&mut self) -> Vec<(String, crate::link::history::LoopChange)> {
-        std::mem::take(&mut self.loop_changes)
     }
 
     /// Whether a closed link is done with: no diagnosis needed, or its diagnosis settled.
@@ -299,15 +301,10 @@ impl Links {
         refusal.backlog_final = self.settings.backlog.is_some() || own.is_some() || past_rdb;
     }
 
-    /// Runs `f` on a link, if it exists.
-    pub fn with_link<T>(&mut self, id: LinkId, f: impl FnOnce(&mut Link) -> T) -> Option<T> {
-        self.links.get_mut(&id).map(f)
-    }
-
     /// Feeds a socket event to a link. Unknown ids are ignored.
     pub fn on_transport(&mut self, id: LinkId, event: TransportEvent, now: Timestamp) {
         if let Some(link) = self.links.get_mut(&id) {
-            link.on_transport(event, now);
+            link.on_transport(event, now, &mut self.changes);
         }
     }
 
@@ -336,7 +333,7 @@ impl Links {
         // Both links are needed at once: take the RDB channel out for the moment.
         let Some(rdb_link) = self.links.remove(&rdb) else { return };
         if let Some(main_link) = self.links.get_mut(&main) {
-            main_link.adopt_from_rdb_channel(&rdb_link, rdb);
+            main_link.adopt_from_rdb_channel(&rdb_link, &mut self.changes);
         }
         self.links.insert(rdb, rdb_link);
     }
@@ -345,14 +342,16 @@ impl Links {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::link::Fed;
     use crate::link::settings::Source;
+    use crate::wire::Direction;
     use crate::wire::encode_command as resp;
 
     const ID: &str = "8f3a1c0e9b7d6a5f4e3d2c1b0a9f8e7d6c5b4a39";
 
     /// A replica that asks to resume at 1001 and is refused with a full sync from 500000; its RDB says
     /// it was written by `server` (`valkey-ver`), if any.
-    fn refused(links: &mut Links, server: Option<&str>) -> LinkId {
+    fn refused(links: &mut Fed, server: Option<&str>) -> LinkId {
         let t = Timestamp::from_micros(1000);
         let id = links.open(None, t);
         links.on_bytes(id, Direction::ReplicaToMaster, &resp(&["PSYNC", ID, "1001"]), t);
@@ -369,21 +368,22 @@ mod tests {
         id
     }
 
-    fn backlog(links: &Links, id: LinkId) -> (String, Source) {
+    fn backlog(links: &Fed, id: LinkId) -> (String, Source) {
         let b = links.get(id).and_then(|l| l.psync_refusal.clone()).and_then(|r| r.backlog).expect("judged");
         (b.value, b.source)
     }
 
     #[test]
     fn a_refusal_is_judged_against_the_stated_backlog_or_the_masters_default() {
-        let mut links = Links::new();
+        let mut links = Fed::new();
         let redis = refused(&mut links, None);
         assert_eq!(backlog(&links, redis), ("1mb".into(), Source::Default));
         let valkey = refused(&mut links, Some("9.1.2"));
         assert_eq!(backlog(&links, valkey), ("10mb".into(), Source::Default), "Valkey 8+ defaults to 10mb");
         let old_valkey = refused(&mut links, Some("7.2.5"));
         assert_eq!(backlog(&links, old_valkey), ("1mb".into(), Source::Default));
-        let mut links = Links::with_settings(ServerSettings { backlog: Some(16 << 10), ..Default::default() });
+        let mut links =
+            Fed::with_links(Links::with_settings(ServerSettings { backlog: Some(16 << 10), ..Default::default() }));
         let stated = refused(&mut links, Some("9.1.2"));
         assert_eq!(backlog(&links, stated), ("16kb".into(), Source::Assumed));
     }

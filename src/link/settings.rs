@@ -20,6 +20,13 @@ pub const DEFAULT_BACKLOG: u64 = 1 << 20;
 /// The default `repl-backlog-size` of Valkey 8.0 and later.
 pub const DEFAULT_BACKLOG_VALKEY_8: u64 = 10 << 20;
 
+/// Silence that counts as a timeout's cause. Replicas ACK once a second and masters stream, ping or send
+/// `\n` at least every few seconds in a healthy link, so 2 s without a byte is already abnormal; the
+/// server's own `repl-timeout` (60 s by default) is longer, so any real timeout passes this bar. When the
+/// operator states `repl-timeout` (`--assume-repl-timeout`) the bar rises to it
+/// ([`ServerSettings::silence_for_timeout`]).
+pub const SILENCE: Duration = Duration::from_secs(2);
+
 /// How much earlier than a stated `repl-timeout` the silence may end and still be that timeout. Servers
 /// check it from their 1 Hz cron against whole-second clocks, so the kill comes between `repl-timeout` and
 /// about `repl-timeout` + 2 s after the last byte; the proxy sees that byte a little before the server
@@ -121,11 +128,11 @@ impl ServerSettings {
         (b, SettingUsed { setting: "repl-backlog-size", value: conf_size(b), source: source(&self.backlog) })
     }
 
-    /// How long one side must have been silent for a close to be its peer's timeout: [`super::cause::SILENCE`]
+    /// How long one side must have been silent for a close to be its peer's timeout: [`SILENCE`]
     /// unless the operator stated `repl-timeout`, then that less [`TIMEOUT_SLACK`] (never less than
     /// `SILENCE`). The default of 60 s is not used here: it is changed too often to rule anything out.
     pub fn silence_for_timeout(&self) -> Duration {
-        let floor = super::cause::SILENCE;
+        let floor = SILENCE;
         self.repl_timeout.map_or(floor, |t| t.saturating_sub(TIMEOUT_SLACK).max(floor))
     }
 }
@@ -156,7 +163,7 @@ mod tests {
 
     #[test]
     fn a_stated_timeout_raises_the_silence_a_timeout_needs() {
-        let floor = crate::link::cause::SILENCE;
+        let floor = SILENCE;
         assert_eq!(ServerSettings::default().silence_for_timeout(), floor);
         let short = ServerSettings { repl_timeout: Some(Duration::from_secs(2)), ..Default::default() };
         assert_eq!(short.silence_for_timeout(), floor);

@@ -5,7 +5,7 @@ use crate::link::cause::{Cause, Diagnosis, Evidence};
 use crate::link::history::ReplicaHistory;
 use crate::link::settings::{ServerSettings, SettingUsed};
 use crate::link::{ClosedBy, Link, Phase, PsyncRefusal, RefusalReason};
-use crate::observe::log::{human_bytes, short};
+use crate::observe::words::{human_bytes, short};
 use crate::wire::{ErrorCode, TrailerCheck};
 
 fn mb(bytes: f64) -> String {
@@ -121,7 +121,7 @@ pub fn explain(link: &Link, d: &Diagnosis, record: Option<&ReplicaHistory>) -> S
             link.connect_error.as_deref().unwrap_or("no connection")
         ),
         Cause::FaultInjected => {
-            let f = link.faults.iter().rev().find(|f| f.kind == "cut" || f.kind == "limit");
+            let f = link.faults.iter().rev().find(|f| f.kind.closes_link());
             f.map_or("one of replscope's faults closed the link, as asked".into(), |f| {
                 format!("fault {} ({}) closed the link, as asked: {}", f.fault, f.kind, f.action)
             })
@@ -268,7 +268,7 @@ fn output_buffer(link: &Link, d: &Diagnosis) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::link::{CloseHow, Links, TransportEvent};
+    use crate::link::{CloseHow, Fed, TransportEvent};
     use crate::time::Timestamp;
     use crate::wire::{Direction, encode_command as resp};
 
@@ -278,7 +278,7 @@ mod tests {
 
     #[test]
     fn the_classic_case_reads_with_its_numbers_and_a_limit_to_set() {
-        let mut links = Links::new();
+        let mut links = Fed::new();
         let id = links.open(Some([10, 0, 0, 2].into()), ms(0));
         links.on_bytes(id, Direction::ReplicaToMaster, &resp(&["REPLCONF", "listening-port", "6390"]), ms(0));
         links.on_bytes(id, Direction::ReplicaToMaster, &resp(&["PSYNC", "?", "-1"]), ms(0));

@@ -1,39 +1,10 @@
-//! Log lines, read from the link model: one INFO line per phase a link enters, carrying that phase's
-//! facts; a WARN line when a replication link ends (who, how, in which phase) or a decoder gives up.
+//! Log lines, read from the link model as its changes arrive: one INFO line per phase a link enters,
+//! carrying that phase's facts; a WARN line when a replication link ends (who, how, in which phase, and
+//! why, as the caller explains it) or a decoder gives up.
 
-use crate::link::{CloseHow, ClosedBy, DesyncFacts, Link, LinkId, LinkKind, Phase, SyncAnswer, SyncRequest};
-use crate::wire::{PayloadFraming, PsyncId, TrailerCheck};
-
-/// Bytes as a person reads them: `1.34 GiB`, `57.9 KiB`, `512 B`.
-pub fn human_bytes(n: f64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 { format!("{v:.0} B") } else { format!("{v:.2} {}", UNITS[unit]) }
-}
-
-/// The RDB trailer check in words.
-pub fn trailer_words(trailer: Option<TrailerCheck>) -> String {
-    match trailer {
-        Some(TrailerCheck::Ok { .. }) => "checksum ok".to_string(),
-        Some(TrailerCheck::NotComputed) => "checksum not computed by the master".into(),
-        Some(TrailerCheck::Mismatch { expected, computed }) => {
-            format!("CHECKSUM MISMATCH (trailer {expected:016x}, bytes {computed:016x})")
-        }
-        Some(TrailerCheck::NoTrailer) => "no RDB trailer".into(),
-        Some(TrailerCheck::NotRdb) => "not an RDB (compressed?), not checked".into(),
-        None => "incomplete".into(),
-    }
-}
-
-/// The first 8 characters of a replication id (ids are ASCII), as logs and explanations show it.
-pub(crate) fn short(id: &str) -> &str {
-    &id[..id.len().min(8)]
-}
+use crate::link::{ClosedBy, DesyncFacts, Link, LinkId, LinkKind, Phase, SyncAnswer, SyncRequest};
+use crate::observe::words::{human_bytes, short, trailer_words};
+use crate::wire::{PayloadFraming, PsyncId};
 
 /// What entering `phase` means for this link, in a few words.
 pub fn phase_facts(link: &Link, phase: Phase) -> String {
@@ -92,29 +63,20 @@ pub fn phase_facts(link: &Link, phase: Phase) -> String {
             (_, Some(off)) => format!("replica loaded, streaming at offset {off}"),
             _ => "streaming".into(),
         },
-        Phase::Closed => match &link.close {
-            Some(c) => close_facts(link, c.by, c.how),
-            None => "closed".into(),
-        },
+        Phase::Closed => close_facts(link),
     }
 }
 
-fn close_facts(link: &Link, by: ClosedBy, how: CloseHow) -> String {
-    let by = match by {
-        ClosedBy::Master => "master",
-        ClosedBy::Replica => "replica",
-        ClosedBy::Proxy => "proxy",
-    };
-    let how = match how {
-        CloseHow::Fin => "FIN".to_string(),
-        CloseHow::Reset => "RST".into(),
-        CloseHow::Error(kind) => format!("error: {kind}"),
-    };
-    let phase = link.close.as_ref().map_or("?", |c| c.phase.as_str());
-    let mut s = format!("closed by the {by} ({how}) in {phase}");
-    if let Some(c) = &link.close {
-        s.push_str(&format!(" after {:.1} s", c.time_in_phase.as_secs_f64()));
-    }
+/// Who closed a link, how, in which phase and how far its RDB had got.
+pub fn close_facts(link: &Link) -> String {
+    let Some(c) = &link.close else { return "closed".into() };
+    let mut s = format!(
+        "closed by the {} ({}) in {} after {:.1} s",
+        crate::observe::words::closer(c.by),
+        crate::observe::words::how(c.how),
+        c.phase.as_str(),
+        c.time_in_phase.as_secs_f64()
+    );
     if let Some(rdb) = &link.rdb
         && rdb.completed_at.is_none()
     {
@@ -128,8 +90,8 @@ fn close_facts(link: &Link, by: ClosedBy, how: CloseHow) -> String {
             _ => s.push_str(&format!(", RDB {} so far", human_bytes(rdb.transferred as f64))),
         }
     }
-    if by == "proxy"
-        && let Some(f) = link.faults.iter().rev().find(|f| f.kind == "cut" || f.kind == "limit")
+    if c.by == ClosedBy::Proxy
+        && let Some(f) = link.faults.iter().rev().find(|f| f.kind.closes_link())
     {
         s.push_str(&format!(", by fault {} ({})", f.fault, f.kind));
     }
@@ -156,7 +118,7 @@ pub fn phase_entered(route: &str, id: LinkId, link: &Link, phase: Phase) {
 pub fn closed(route: &str, id: LinkId, link: &Link, explanation: Option<&str>) {
     let replica = link.replica_endpoint().unwrap_or_else(|| "-".into());
     let Some(c) = &link.close else { return };
-    let facts = close_facts(link, c.by, c.how);
+    let facts = close_facts(link);
     match &link.diagnosis {
         None => tracing::debug!(route, link = id.0, kind = link.kind.as_str(), "{facts}"),
         Some(d) => {
@@ -192,11 +154,23 @@ pub fn settled(route: &str, id: LinkId, link: &Link, d: &crate::link::cause::Dia
     );
 }
 
-/// Logs why a partial resync was refused.
-pub fn refusal(route: &str, id: LinkId, link: &Link, r: &crate::link::PsyncRefusal) {
+/// Logs why a partial resync was refused, as the caller explains it.
+pub fn refusal(route: &str, id: LinkId, link: &Link, r: &crate::link::PsyncRefusal, why: &str) {
     let replica = link.replica_endpoint().unwrap_or_else(|| "-".into());
-    let why = crate::observe::explain::refusal(r);
     tracing::info!(route, link = id.0, replica, reason = r.reason.as_str(), "partial resync refused: {why}");
+}
+
+/// Logs an injected fault acting on a link.
+pub fn fault_acted(
+    route: &str,
+    id: LinkId,
+    link: Option<&Link>,
+    fault: u64,
+    kind: crate::link::FaultType,
+    action: &str,
+) {
+    let replica = link.and_then(Link::replica_endpoint).unwrap_or_else(|| "-".into());
+    tracing::warn!(route, link = id.0, replica, fault, kind = kind.as_str(), "fault {fault}: {action}");
 }
 
 /// Logs a decoder giving up.
@@ -242,17 +216,5 @@ pub fn replication_loop(
                 crate::link::history::LOOP_CLEARS_AFTER.as_secs()
             );
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bytes_read_like_a_person_writes_them() {
-        assert_eq!(human_bytes(512.0), "512 B");
-        assert_eq!(human_bytes(1536.0), "1.50 KiB");
-        assert_eq!(human_bytes(1.34 * 1024.0 * 1024.0 * 1024.0), "1.34 GiB");
     }
 }

@@ -1,23 +1,26 @@
-//! Prometheus metrics, read from the link model.
+//! Prometheus metrics for one route: counters and histograms from the model's changes
+//! ([`Metrics::on_change`]), gauges computed from the links as they are when scraped ([`Metrics::render`]).
 //!
-//! Counters and histograms come from what changed in a link since the observer last looked
-//! ([`Observer::after_update`], called by the driver after every update); gauges are computed from the
-//! links as they are when scraped ([`Observer::render`]). Labels are the route, the replica endpoint
-//! (`ip:listening-port`) and small enums, never link ids. The recorder is this observer's own, so several
-//! proxies can live in one process.
+//! Each metric is declared once — name, help, unit and label names — right beside the code that emits it,
+//! and emitted with exactly as many label values as it declares (the compiler checks the count). Labels
+//! are the route, the replica endpoint (`ip:listening-port`) and small enums, never link ids. The recorder
+//! is this route's own, so several proxies can live in one process.
+//!
+//! Adding a metric: declare it (`const X: Counter<2> = Counter::new("replscope_…_total", "…", ["route",
+//! "replica"]);`) where it is emitted, and emit it there (`self.count(&X, [route, replica], 1)`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use metrics::{Recorder, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics::{Key, KeyName, Label, Level, Metadata, Recorder, SharedString, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 use crate::link::settings::ServerSettings;
-use crate::link::{Link, LinkId, LinkKind, Links, Phase, Side, SyncKind, SyncRequest};
-use crate::observe::log;
+use crate::link::{Change, FaultType, Link, LinkId, LinkKind, Links, Phase, Side, SyncKind, SyncRequest};
+use crate::observe::words::closer;
 use crate::time::Timestamp;
-use crate::wire::{CommandName, Direction, TrailerCheck};
+use crate::wire::Direction;
 
 /// Histogram buckets for durations, in seconds: a millisecond to four hours.
 pub const DURATION_BUCKETS: &[f64] = &[
@@ -28,19 +31,69 @@ pub const DURATION_BUCKETS: &[f64] = &[
 /// The label used when a link has not announced its listening port (yet).
 pub const UNKNOWN_REPLICA: &str = "unknown";
 
-/// What the observer already reported for one link.
+/// A metric's declaration: name, help text, unit and label names.
+#[derive(Clone, Copy, Debug)]
+pub struct Def<const N: usize> {
+    /// The name.
+    pub name: &'static str,
+    /// The help text.
+    pub help: &'static str,
+    /// The unit, when it is bytes or seconds.
+    pub unit: Option<Unit>,
+    /// The label names, in the order values are given.
+    pub labels: [&'static str; N],
+}
+
+macro_rules! def_kind {
+    ($(#[$m:meta])* $name:ident) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug)]
+        pub struct $name<const N: usize>(pub Def<N>);
+
+        impl<const N: usize> $name<N> {
+            /// Declares it.
+            pub const fn new(name: &'static str, help: &'static str, labels: [&'static str; N]) -> Self {
+                $name(Def { name, help, unit: None, labels })
+            }
+
+            /// In bytes.
+            pub const fn bytes(self) -> Self {
+                $name(Def { unit: Some(Unit::Bytes), ..self.0 })
+            }
+
+            /// In seconds.
+            pub const fn seconds(self) -> Self {
+                $name(Def { unit: Some(Unit::Seconds), ..self.0 })
+            }
+        }
+    };
+}
+
+def_kind!(
+    /// A counter.
+    Counter
+);
+def_kind!(
+    /// A gauge.
+    Gauge
+);
+def_kind!(
+    /// A histogram.
+    Histogram
+);
+def_kind!(
+    /// A counter of seconds, which `metrics` (integer counters) cannot hold: kept and rendered here.
+    FloatCounter
+);
+
+static METADATA: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+/// Counts held back for a link that has not announced its replica endpoint yet, so they are not counted
+/// under a label it will never use again (a link that ends unannounced is `unknown`).
 #[derive(Default)]
-struct Reported {
-    phases: usize,
+struct Held {
     bytes: [u64; 2],
-    commands: Vec<u64>,
     blocked: [Duration; 2],
-    desyncs: usize,
-    sync_counted: bool,
-    checksum_counted: bool,
-    close_logged: bool,
-    close_counted: bool,
-    refusal_counted: bool,
 }
 
 /// The latest facts per replica, for the gauges that outlive a link ("current or last transfer").
@@ -58,230 +111,365 @@ struct ReplicaGauges {
     last_complete_rdb: Option<u64>,
 }
 
-/// Turns link updates into metrics and log lines for one route.
-pub struct Observer {
+impl ReplicaGauges {
+    fn update(&mut self, id: LinkId, link: &Link, now: Timestamp) {
+        self.link = Some(id);
+        self.phase = Some(link.phase());
+        if let Some(rdb) = &link.rdb {
+            self.rdb_size = rdb.size();
+            self.rdb_transferred = Some(rdb.transferred);
+            self.rdb_rate = link.rdb_rate(now);
+            if rdb.completed_at.is_some() {
+                self.last_complete_rdb = Some(rdb.transferred);
+            }
+        }
+        self.master_offset = link.master_offset().or(self.master_offset);
+        if let Some(ack) = link.stream.last_ack {
+            self.ack_offset = Some(ack.offset);
+            self.ack_at = Some(ack.at);
+        }
+    }
+}
+
+/// One route's metrics.
+pub struct Metrics {
     route: String,
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
-    reported: HashMap<LinkId, Reported>,
+    described: HashSet<&'static str>,
+    held: HashMap<LinkId, Held>,
     replicas: HashMap<String, ReplicaGauges>,
-    /// `replscope_write_blocked_seconds_total` by (replica, side): a float counter, rendered by hand
-    /// because `metrics` counters are integers.
+    /// [`WRITE_BLOCKED`] by (replica, side).
     blocked_total: HashMap<(String, Side), f64>,
-    /// `--assume-output-buffer-limit`, for `replscope_sync_doomed` (only a stated limit dooms a sync).
+    /// `--assume-output-buffer-limit`, for [`SYNC_DOOMED`] (only a stated limit dooms a sync).
     assumed_limit: Option<crate::link::forecast::OutputBufferLimit>,
 }
 
-impl Observer {
-    /// An observer for `route`, with its own recorder.
-    pub fn new(route: &str) -> Self {
-        Self::with_settings(route, ServerSettings::default())
+/// The replica label of a link: its endpoint, `unknown` once it ended without one, `None` while it may
+/// still announce one.
+fn replica_label(link: &Link) -> Option<String> {
+    match link.replica_endpoint() {
+        Some(ep) => Some(ep),
+        None if link.close.is_some() => Some(UNKNOWN_REPLICA.to_string()),
+        None => None,
     }
+}
 
-    /// An observer that also judges full syncs against a stated `client-output-buffer-limit replica`.
-    pub fn with_settings(route: &str, settings: ServerSettings) -> Self {
-        let assumed_limit = settings.output_buffer_limit;
+/// Whether a link is, or is becoming, a replica's (its close counts as a disconnect).
+fn is_replica(link: &Link) -> bool {
+    matches!(link.kind, LinkKind::Replication | LinkKind::RdbChannel)
+        || (link.kind == LinkKind::Pending && link.handshake.listening_port.is_some())
+}
+
+const FORWARDED: Counter<3> = Counter::new(
+    "replscope_forwarded_bytes_total",
+    "Bytes forwarded, by direction.",
+    ["route", "replica", "direction"],
+)
+.bytes();
+const WRITE_BLOCKED: FloatCounter<3> = FloatCounter::new(
+    "replscope_write_blocked_seconds_total",
+    "Time forwarding waited on a side that was not reading.",
+    ["route", "replica", "side"],
+)
+.seconds();
+const STREAM_COMMANDS: Counter<2> = Counter::new(
+    "replscope_stream_commands_total",
+    "Stream commands by name (a fixed set; the rest is other).",
+    ["route", "command"],
+);
+const SYNCS: Counter<3> =
+    Counter::new("replscope_syncs_total", "Syncs begun, by kind: full or partial.", ["route", "replica", "kind"]);
+const PSYNC_REJECTED: Counter<3> = Counter::new(
+    "replscope_psync_rejected_total",
+    "PSYNCs answered with a full sync, by reason: no_history, replid_mismatch, offset_out_of_range, replica_ahead.",
+    ["route", "replica", "reason"],
+);
+const PSYNC_GAP: Gauge<2> = Gauge::new(
+    "replscope_psync_gap_bytes",
+    "The last refused PSYNC's gap: FULLRESYNC offset minus the replica's offset (same replication id).",
+    ["route", "replica"],
+)
+.bytes();
+const CHECKSUM_FAILURES: Counter<2> = Counter::new(
+    "replscope_rdb_checksum_failures_total",
+    "RDB trailers that did not match the bytes forwarded.",
+    ["route", "replica"],
+);
+const DESYNCS: Counter<2> =
+    Counter::new("replscope_desyncs_total", "Streams the decoders gave up on, by direction.", ["route", "direction"]);
+const FULL_SYNC_FAILURES: Counter<3> = Counter::new(
+    "replscope_full_sync_failures_total",
+    "Full syncs that ended before streaming, by settled cause.",
+    ["route", "replica", "cause"],
+);
+const DISCONNECTS: Counter<5> = Counter::new(
+    "replscope_disconnects_total",
+    "Replication links that ended, by who closed (master, replica, proxy), the phase, and the settled cause.",
+    ["route", "replica", "closed_by", "phase", "cause"],
+);
+const FAULT_ACTIONS: Counter<2> = Counter::new(
+    "replscope_fault_actions_total",
+    "Actions of injected faults (fired, stalled, cut …), by kind.",
+    ["route", "kind"],
+);
+const BGSAVE_WAIT: Histogram<1> =
+    Histogram::new("replscope_bgsave_wait_seconds", "FULLRESYNC to the first payload byte.", ["route"]).seconds();
+const RDB_TRANSFER: Histogram<1> =
+    Histogram::new("replscope_rdb_transfer_seconds", "Completed RDB transfers.", ["route"]).seconds();
+const REPLICA_LOAD: Histogram<1> =
+    Histogram::new("replscope_replica_load_seconds", "Payload complete to the replica's first ACK.", ["route"])
+        .seconds();
+const FULL_SYNC: Histogram<1> =
+    Histogram::new("replscope_full_sync_seconds", "PSYNC to streaming, for completed full syncs.", ["route"]).seconds();
+
+const BUILD_INFO: Gauge<1> =
+    Gauge::new("replscope_build_info", "Always 1; the version label says which build.", ["version"]);
+const LINKS: Gauge<2> = Gauge::new(
+    "replscope_links",
+    "Open connections by kind: replication, rdb_channel, client, pending.",
+    ["route", "kind"],
+);
+const LINK_PHASE: Gauge<3> = Gauge::new(
+    "replscope_link_phase",
+    "1 for the replica's current phase, 0 for the others.",
+    ["route", "replica", "phase"],
+);
+const RDB_SIZE: Gauge<2> = Gauge::new(
+    "replscope_rdb_size_bytes",
+    "RDB size announced by $<len> for the current or last transfer (EOF framing: the real size once known).",
+    ["route", "replica"],
+)
+.bytes();
+const RDB_TRANSFERRED: Gauge<2> = Gauge::new(
+    "replscope_rdb_transferred_bytes",
+    "RDB bytes forwarded in the current or last transfer.",
+    ["route", "replica"],
+)
+.bytes();
+const RDB_RATE: Gauge<2> = Gauge::new(
+    "replscope_rdb_transfer_rate_bytes_per_second",
+    "RDB transfer rate: over the last second during a transfer, the last transfer's average after it.",
+    ["route", "replica"],
+);
+const MASTER_OFFSET: Gauge<2> = Gauge::new(
+    "replscope_master_offset_bytes",
+    "The master's replication offset, from the wire.",
+    ["route", "replica"],
+)
+.bytes();
+const ACK_OFFSET: Gauge<2> =
+    Gauge::new("replscope_replica_ack_offset_bytes", "The last REPLCONF ACK offset.", ["route", "replica"]).bytes();
+const LAG: Gauge<2> =
+    Gauge::new("replscope_replica_lag_bytes", "Master offset minus the last ACK offset.", ["route", "replica"]).bytes();
+const ACK_AGE: Gauge<2> =
+    Gauge::new("replscope_replica_ack_age_seconds", "Time since the last REPLCONF ACK.", ["route", "replica"])
+        .seconds();
+const REPLICATION_LOOP: Gauge<2> = Gauge::new(
+    "replscope_replication_loop",
+    "1 while the replica is in a replication loop: 3 full syncs in a row within 30 min failed before streaming.",
+    ["route", "replica"],
+);
+const SYNC_BUFFER_FORECAST: Gauge<2> = Gauge::new(
+    "replscope_sync_buffer_forecast_bytes",
+    "During a full sync: bytes that will have piled up for the replica on the master when the transfer ends (0 otherwise).",
+    ["route", "replica"],
+)
+.bytes();
+const SYNC_DOOMED: Gauge<2> = Gauge::new(
+    "replscope_sync_doomed",
+    "1 while the forecast exceeds the assumed client-output-buffer-limit replica (--assume-output-buffer-limit).",
+    ["route", "replica"],
+);
+const WRITE_RATE: Gauge<1> = Gauge::new(
+    "replscope_master_write_rate_bytes_per_second",
+    "The master's replication write rate: from the stream, else from successive FULLRESYNC offsets.",
+    ["route"],
+);
+const FAULTS_ACTIVE: Gauge<2> =
+    Gauge::new("replscope_faults_active", "Injected faults in force, by kind.", ["route", "kind"]);
+
+fn labels<const N: usize>(def: &Def<N>, values: [&str; N]) -> Key {
+    let labels: Vec<Label> = def.labels.iter().zip(values).map(|(k, v)| Label::new(*k, v.to_string())).collect();
+    Key::from_parts(def.name, labels)
+}
+
+impl Metrics {
+    /// The metrics of `route`, with its own recorder; full syncs are judged doomed against the
+    /// `client-output-buffer-limit replica` the operator stated, if any.
+    pub fn new(route: &str, settings: ServerSettings) -> Self {
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), DURATION_BUCKETS)
             .map(PrometheusBuilder::build_recorder)
             .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
         let handle = recorder.handle();
-        let observer = Observer {
+        let mut metrics = Metrics {
             route: route.to_string(),
             recorder,
             handle,
-            reported: HashMap::new(),
+            described: HashSet::new(),
+            held: HashMap::new(),
             replicas: HashMap::new(),
             blocked_total: HashMap::new(),
-            assumed_limit,
+            assumed_limit: settings.output_buffer_limit,
         };
-        observer.with(describe_all);
-        observer.with(|| gauge!("replscope_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0));
-        observer
+        metrics.set(&BUILD_INFO, [env!("CARGO_PKG_VERSION")], 1.0);
+        metrics
     }
 
-    fn with<T>(&self, f: impl FnOnce() -> T) -> T {
-        metrics::with_local_recorder(&self.recorder as &dyn Recorder, f)
+    fn describe<const N: usize>(
+        &mut self,
+        def: &Def<N>,
+        describe: impl FnOnce(&PrometheusRecorder, KeyName, Option<Unit>, SharedString),
+    ) {
+        if self.described.insert(def.name) {
+            describe(&self.recorder, KeyName::from_const_str(def.name), def.unit, SharedString::const_str(def.help));
+        }
     }
 
-    /// Reports what changed in link `id` since the last call: counters, histograms, log lines.
-    pub fn after_update(&mut self, id: LinkId, link: &Link, now: Timestamp) {
+    fn count<const N: usize>(&mut self, m: &Counter<N>, values: [&str; N], n: u64) {
+        self.describe(&m.0, |r, k, u, h| r.describe_counter(k, u, h));
+        self.recorder.register_counter(&labels(&m.0, values), &METADATA).increment(n);
+    }
+
+    fn set<const N: usize>(&mut self, m: &Gauge<N>, values: [&str; N], v: f64) {
+        self.describe(&m.0, |r, k, u, h| r.describe_gauge(k, u, h));
+        self.recorder.register_gauge(&labels(&m.0, values), &METADATA).set(v);
+    }
+
+    fn record<const N: usize>(&mut self, m: &Histogram<N>, values: [&str; N], v: f64) {
+        self.describe(&m.0, |r, k, u, h| r.describe_histogram(k, u, h));
+        self.recorder.register_histogram(&labels(&m.0, values), &METADATA).record(v);
+    }
+
+    /// Takes one change of the model; `links` as they are after it.
+    pub fn on_change(&mut self, change: &Change, links: &Links, now: Timestamp) {
         let route = self.route.clone();
-        let replica = link.replica_endpoint().unwrap_or_else(|| UNKNOWN_REPLICA.to_string());
-        // Until the replica announces its port, its bytes and waits are held back (not lost) so they are
-        // not counted under a label it will never use again; a link that ends unannounced is "unknown".
-        let label_known = replica != UNKNOWN_REPLICA || link.close.is_some();
-        let rep = self.reported.entry(id).or_default();
-        let mut phases_entered = Vec::new();
-        if link.phases.len() > rep.phases {
-            phases_entered = link.phases[rep.phases..].to_vec();
-            rep.phases = link.phases.len();
-        }
-        let bytes_delta = Direction::BOTH.map(|d| {
-            if !label_known {
-                return 0;
-            }
-            let now_bytes = link.traffic[d.index()].bytes;
-            let delta = now_bytes.saturating_sub(rep.bytes[d.index()]);
-            rep.bytes[d.index()] = now_bytes;
-            delta
-        });
-        if rep.commands.len() != link.stream.commands.len() {
-            rep.commands = vec![0; link.stream.commands.len()];
-        }
-        let mut command_deltas = Vec::new();
-        for (i, (now_n, was)) in link.stream.commands.iter().zip(rep.commands.iter_mut()).enumerate() {
-            if *now_n > *was {
-                command_deltas.push((i, *now_n - *was));
-                *was = *now_n;
-            }
-        }
-        let blocked_delta = [Side::Master, Side::Replica].map(|s| {
-            if !label_known {
-                return (s, Duration::ZERO);
-            }
-            let delta = link.blocked[s.index()].saturating_sub(rep.blocked[s.index()]);
-            rep.blocked[s.index()] = link.blocked[s.index()];
-            (s, delta)
-        });
-        let new_desyncs = link.desyncs.get(rep.desyncs..).map(<[_]>::to_vec).unwrap_or_default();
-        rep.desyncs = link.desyncs.len();
-        let count_sync = !rep.sync_counted && link.sync_kind.is_some() && link.kind == LinkKind::Replication;
-        rep.sync_counted |= count_sync;
-        let checksum_failed = !rep.checksum_counted
-            && link.kind != LinkKind::RdbChannel
-            && matches!(link.rdb.as_ref().and_then(|r| r.trailer), Some(TrailerCheck::Mismatch { .. }));
-        rep.checksum_counted |= checksum_failed;
-        // The end is logged once diagnosed (or at once for links that need none), and counted once the
-        // diagnosis has settled, with its final cause.
-        let log_close = !rep.close_logged
-            && link.close.is_some()
-            && (link.diagnosis.is_some()
-                || matches!(link.kind, LinkKind::Client)
-                || crate::link::cause::is_probe(link));
-        rep.close_logged |= log_close;
-        let settled = link.diagnosis.as_ref().filter(|d| d.settled && !rep.close_counted).cloned();
-        rep.close_counted |= settled.is_some();
-        let refusal = if rep.refusal_counted { None } else { link.psync_refusal.clone() };
-        rep.refusal_counted |= refusal.is_some();
-
-        for change in &phases_entered {
-            log::phase_entered(&route, id, link, change.phase);
-        }
-        for d in &new_desyncs {
-            log::desync(&route, id, link, d);
-        }
-        if let Some(r) = &refusal {
-            log::refusal(&route, id, link, r);
-        }
-        if log_close {
-            let why = link.diagnosis.as_ref().map(|d| crate::observe::explain::explain(link, d, None));
-            log::closed(&route, id, link, why.as_deref());
-        }
-        if let Some(d) = &settled
-            && d.cause != d.first
+        let route = route.as_str();
+        let link_id = change.link();
+        let link = link_id.and_then(|id| links.get(id));
+        let replica = link.and_then(replica_label);
+        if let (Some(id), Some(replica)) = (link_id, &replica)
+            && let Some(held) = self.held.remove(&id)
         {
-            log::settled(&route, id, link, d);
+            self.add_traffic(replica, held);
         }
-
-        let is_replica = matches!(link.kind, LinkKind::Replication | LinkKind::RdbChannel)
-            || (link.kind == LinkKind::Pending && link.handshake.listening_port.is_some());
-        self.with(|| {
-            for d in Direction::BOTH {
-                if bytes_delta[d.index()] > 0 {
-                    counter!("replscope_forwarded_bytes_total", "route" => route.clone(), "replica" => replica.clone(), "direction" => d.as_str())
-                        .increment(bytes_delta[d.index()]);
+        match change {
+            Change::Forwarded { link: id, direction, bytes } => match &replica {
+                Some(r) => self.count(&FORWARDED, [route, r, direction.as_str()], *bytes),
+                None => self.held.entry(*id).or_default().bytes[direction.index()] += bytes,
+            },
+            Change::WriteBlocked { link: id, side, duration } => match &replica {
+                Some(r) => *self.blocked_total.entry((r.clone(), *side)).or_default() += duration.as_secs_f64(),
+                None => self.held.entry(*id).or_default().blocked[side.index()] += *duration,
+            },
+            Change::Commands { name, count, .. } => self.count(&STREAM_COMMANDS, [route, name.as_str()], *count),
+            Change::SyncDecided { kind, .. } => {
+                if let Some(l) = link.filter(|l| l.kind == LinkKind::Replication) {
+                    let kind = match kind {
+                        SyncKind::Full => "full",
+                        SyncKind::Partial => "partial",
+                    };
+                    self.count(&SYNCS, [route, &endpoint(l), kind], 1);
                 }
             }
-            for (i, n) in &command_deltas {
-                let name = CommandName::ALL.get(*i).map_or("other", |c| c.as_str());
-                counter!("replscope_stream_commands_total", "route" => route.clone(), "command" => name).increment(*n);
-            }
-            if count_sync {
-                let kind = match link.sync_kind {
-                    Some(SyncKind::Full) => "full",
-                    _ => "partial",
-                };
-                counter!("replscope_syncs_total", "route" => route.clone(), "replica" => replica.clone(), "kind" => kind)
-                    .increment(1);
-            }
-            if let Some(r) = &refusal {
-                counter!("replscope_psync_rejected_total", "route" => route.clone(), "replica" => replica.clone(), "reason" => r.reason.as_str())
-                    .increment(1);
-                if let Some(gap) = r.gap_bytes {
-                    gauge!("replscope_psync_gap_bytes", "route" => route.clone(), "replica" => replica.clone()).set(gap as f64);
+            Change::Refused { .. } => {
+                if let Some(l) = link
+                    && let Some(r) = &l.psync_refusal
+                {
+                    let ep = endpoint(l);
+                    self.count(&PSYNC_REJECTED, [route, &ep, r.reason.as_str()], 1);
+                    if let Some(gap) = r.gap_bytes {
+                        self.set(&PSYNC_GAP, [route, &ep], gap as f64);
+                    }
                 }
             }
-            if checksum_failed {
-                counter!("replscope_rdb_checksum_failures_total", "route" => route.clone(), "replica" => replica.clone())
-                    .increment(1);
-            }
-            for d in &new_desyncs {
-                counter!("replscope_desyncs_total", "route" => route.clone(), "direction" => d.direction.as_str())
-                    .increment(1);
-            }
-            if let (Some(d), Some(c)) = (&settled, &link.close)
-                && link.kind == LinkKind::Replication
-                && link.sync_kind == Some(SyncKind::Full)
-                && matches!(c.phase, Phase::WaitingBgsave | Phase::RdbTransfer | Phase::Loading)
-            {
-                counter!("replscope_full_sync_failures_total", "route" => route.clone(), "replica" => replica.clone(), "cause" => d.cause.as_str())
-                    .increment(1);
-            }
-            if let (Some(d), Some(c), true) = (&settled, &link.close, is_replica || link.connect_error.is_some()) {
-                let by = match c.by {
-                    crate::link::ClosedBy::Master => "master",
-                    crate::link::ClosedBy::Replica => "replica",
-                    crate::link::ClosedBy::Proxy => "proxy",
-                };
-                counter!("replscope_disconnects_total", "route" => route.clone(), "replica" => replica.clone(), "closed_by" => by, "phase" => c.phase.as_str(), "cause" => d.cause.as_str())
-                    .increment(1);
-            }
-            if link.kind == LinkKind::Replication {
-                for change in &phases_entered {
-                    observe_durations(&route, link, change.phase);
+            Change::ChecksumFailed { .. } => {
+                if let Some(l) = link.filter(|l| l.kind != LinkKind::RdbChannel) {
+                    self.count(&CHECKSUM_FAILURES, [route, &endpoint(l)], 1);
                 }
             }
-        });
-        for (side, delta) in blocked_delta {
-            if !delta.is_zero() {
-                *self.blocked_total.entry((replica.clone(), side)).or_default() += delta.as_secs_f64();
+            Change::Desync { direction, .. } => self.count(&DESYNCS, [route, direction.as_str()], 1),
+            Change::Settled { cause, .. } => {
+                if let Some(l) = link
+                    && let Some(close) = l.close
+                {
+                    let ep = endpoint(l);
+                    if l.failed_full_sync().is_some() {
+                        self.count(&FULL_SYNC_FAILURES, [route, &ep, cause.as_str()], 1);
+                    }
+                    if is_replica(l) || l.connect_error.is_some() {
+                        let labels = [route, &ep, closer(close.by), close.phase.as_str(), cause.as_str()];
+                        self.count(&DISCONNECTS, labels, 1);
+                    }
+                }
             }
+            Change::PhaseEntered { phase, .. } => {
+                if let Some(l) = link.filter(|l| l.kind == LinkKind::Replication) {
+                    self.durations(l, *phase);
+                }
+            }
+            Change::FaultActed { kind, .. } => self.count(&FAULT_ACTIONS, [route, kind.as_str()], 1),
+            Change::Closed { .. } | Change::Diagnosed { .. } | Change::LoopChanged { .. } => {}
         }
-        if link.kind == LinkKind::Replication && replica != UNKNOWN_REPLICA {
-            let g = self.replicas.entry(replica).or_default();
-            g.link = Some(id);
-            g.phase = Some(link.phase());
-            if let Some(rdb) = &link.rdb {
-                g.rdb_size = rdb.size();
-                g.rdb_transferred = Some(rdb.transferred);
-                g.rdb_rate = link.rdb_rate(now);
-                if rdb.completed_at.is_some() {
-                    g.last_complete_rdb = Some(rdb.transferred);
-                }
-            }
-            g.master_offset = link.master_offset().or(g.master_offset);
-            if let Some(ack) = link.stream.last_ack {
-                g.ack_offset = Some(ack.offset);
-                g.ack_at = Some(ack.at);
-            }
+        if let (Some(id), Some(l)) = (link_id, link)
+            && l.kind == LinkKind::Replication
+            && let Some(ep) = l.replica_endpoint()
+        {
+            self.replicas.entry(ep).or_default().update(id, l, now);
         }
     }
 
-    /// Counts one action of an injected fault.
-    pub fn fault_action(&self, kind: &'static str) {
+    fn add_traffic(&mut self, replica: &str, held: Held) {
         let route = self.route.clone();
-        self.with(|| counter!("replscope_fault_actions_total", "route" => route, "kind" => kind).increment(1));
+        for d in Direction::BOTH {
+            if held.bytes[d.index()] > 0 {
+                self.count(&FORWARDED, [&route, replica, d.as_str()], held.bytes[d.index()]);
+            }
+        }
+        for side in [Side::Master, Side::Replica] {
+            if !held.blocked[side.index()].is_zero() {
+                *self.blocked_total.entry((replica.to_string(), side)).or_default() +=
+                    held.blocked[side.index()].as_secs_f64();
+            }
+        }
     }
 
-    /// Forgets the per-link bookkeeping of a link that was removed.
-    pub fn forget(&mut self, id: LinkId) {
-        self.reported.remove(&id);
+    /// The histograms a phase change completes.
+    fn durations(&mut self, link: &Link, entered: Phase) {
+        let route = self.route.clone();
+        let route = route.as_str();
+        match entered {
+            Phase::RdbTransfer => {
+                if let (Some(granted), Some(rdb)) = (link.phase_at(Phase::WaitingBgsave), &link.rdb) {
+                    self.record(&BGSAVE_WAIT, [route], rdb.started_at.since(granted).as_secs_f64());
+                }
+            }
+            Phase::Loading => {
+                if let Some(rdb) = &link.rdb
+                    && let Some(done) = rdb.completed_at
+                {
+                    self.record(&RDB_TRANSFER, [route], done.since(rdb.started_at).as_secs_f64());
+                }
+            }
+            Phase::Streaming => {
+                let Some(loading) = link.phase_at(Phase::Loading) else { return };
+                let Some(streaming) = link.phase_at(Phase::Streaming) else { return };
+                self.record(&REPLICA_LOAD, [route], streaming.since(loading).as_secs_f64());
+                let asked = match link.request {
+                    Some(SyncRequest::Psync { at, .. } | SyncRequest::Sync { at }) => at,
+                    None => return,
+                };
+                self.record(&FULL_SYNC, [route], streaming.since(asked).as_secs_f64());
+            }
+            _ => {}
+        }
     }
 
     /// Renders every metric in the Prometheus text format, the gauges computed from `links` at `now`.
-    pub fn render(&mut self, links: &Links, faults: &HashMap<&'static str, u64>, now: Timestamp) -> String {
+    pub fn render(&mut self, links: &Links, faults: &HashMap<FaultType, u64>, now: Timestamp) -> String {
         let route = self.route.clone();
+        let route = route.as_str();
         let mut by_kind: HashMap<LinkKind, u64> = HashMap::new();
         for (_, link) in links.iter() {
             if link.close.is_none() {
@@ -299,7 +487,6 @@ impl Observer {
             }
         }
         let write_rate = links.write_rate(now);
-        let loops: Vec<(String, bool)> = links.histories().iter().map(|(r, h)| (r.clone(), h.in_loop)).collect();
         // The forecast of each replica in a full sync; 0 for the others.
         let mut forecasts: Vec<(String, f64, Option<bool>)> = Vec::new();
         for (replica, g) in &self.replicas {
@@ -309,83 +496,80 @@ impl Observer {
             let doomed = self.assumed_limit.map(|lim| f.is_some_and(|f| lim.exceeded_by(f.bytes, f.seconds)));
             forecasts.push((replica.clone(), f.map_or(0.0, |f| f.bytes), doomed));
         }
-        self.with(|| {
-            for (replica, bytes, doomed) in &forecasts {
-                let labels = [("route", route.clone()), ("replica", replica.clone())];
-                gauge!("replscope_sync_buffer_forecast_bytes", &labels).set(*bytes);
-                if let Some(d) = doomed {
-                    gauge!("replscope_sync_doomed", &labels).set(if *d { 1.0 } else { 0.0 });
+        for (replica, bytes, doomed) in &forecasts {
+            self.set(&SYNC_BUFFER_FORECAST, [route, replica], *bytes);
+            if let Some(d) = doomed {
+                self.set(&SYNC_DOOMED, [route, replica], if *d { 1.0 } else { 0.0 });
+            }
+        }
+        for (replica, h) in links.histories().iter() {
+            self.set(&REPLICATION_LOOP, [route, replica], if h.in_loop { 1.0 } else { 0.0 });
+        }
+        if let Some(rate) = write_rate {
+            self.set(&WRITE_RATE, [route], rate);
+        }
+        for kind in FaultType::ALL {
+            let n = faults.get(kind).copied().unwrap_or(0);
+            self.set(&FAULTS_ACTIVE, [route, kind.as_str()], n as f64);
+        }
+        for kind in [LinkKind::Replication, LinkKind::RdbChannel, LinkKind::Client, LinkKind::Pending] {
+            let n = by_kind.get(&kind).copied().unwrap_or(0);
+            self.set(&LINKS, [route, kind.as_str()], n as f64);
+        }
+        let replicas: Vec<(String, ReplicaGauges)> =
+            self.replicas.iter().map(|(r, g)| (r.clone(), g.clone())).collect();
+        for (replica, g) in &replicas {
+            let labels = [route, replica.as_str()];
+            if let Some(current) = g.phase {
+                for phase in Phase::ALL {
+                    let v = if phase == current { 1.0 } else { 0.0 };
+                    self.set(&LINK_PHASE, [route, replica, phase.as_str()], v);
                 }
             }
-            for (replica, in_loop) in &loops {
-                gauge!("replscope_replication_loop", "route" => route.clone(), "replica" => replica.clone())
-                    .set(if *in_loop { 1.0 } else { 0.0 });
+            if let Some(v) = g.rdb_size {
+                self.set(&RDB_SIZE, labels, v as f64);
             }
-            if let Some(rate) = write_rate {
-                gauge!("replscope_master_write_rate_bytes_per_second", "route" => route.clone()).set(rate);
+            if let Some(v) = g.rdb_transferred {
+                self.set(&RDB_TRANSFERRED, labels, v as f64);
             }
-            for kind in crate::fault::FaultKind::LABELS {
-                let n = faults.get(kind).copied().unwrap_or(0);
-                gauge!("replscope_faults_active", "route" => route.clone(), "kind" => kind).set(n as f64);
+            if let Some(v) = g.rdb_rate {
+                self.set(&RDB_RATE, labels, v);
             }
-            for kind in [LinkKind::Replication, LinkKind::RdbChannel, LinkKind::Client, LinkKind::Pending] {
-                let n = by_kind.get(&kind).copied().unwrap_or(0);
-                gauge!("replscope_links", "route" => route.clone(), "kind" => kind.as_str()).set(n as f64);
+            if let Some(v) = g.master_offset {
+                self.set(&MASTER_OFFSET, labels, v as f64);
             }
-            for (replica, g) in &self.replicas {
-                let labels = [("route", route.clone()), ("replica", replica.clone())];
-                if let Some(current) = g.phase {
-                    for phase in Phase::ALL {
-                        let v = if phase == current { 1.0 } else { 0.0 };
-                        gauge!("replscope_link_phase", "route" => route.clone(), "replica" => replica.clone(), "phase" => phase.as_str())
-                            .set(v);
-                    }
-                }
-                if let Some(v) = g.rdb_size {
-                    gauge!("replscope_rdb_size_bytes", &labels).set(v as f64);
-                }
-                if let Some(v) = g.rdb_transferred {
-                    gauge!("replscope_rdb_transferred_bytes", &labels).set(v as f64);
-                }
-                if let Some(v) = g.rdb_rate {
-                    gauge!("replscope_rdb_transfer_rate_bytes_per_second", &labels).set(v);
-                }
-                if let Some(v) = g.master_offset {
-                    gauge!("replscope_master_offset_bytes", &labels).set(v as f64);
-                }
-                if let Some(v) = g.ack_offset {
-                    gauge!("replscope_replica_ack_offset_bytes", &labels).set(v as f64);
-                }
-                if let (Some(m), Some(a)) = (g.master_offset, g.ack_offset) {
-                    gauge!("replscope_replica_lag_bytes", &labels).set((m - a) as f64);
-                }
-                if let Some(at) = g.ack_at {
-                    gauge!("replscope_replica_ack_age_seconds", &labels).set(now.since(at).as_secs_f64());
-                }
+            if let Some(v) = g.ack_offset {
+                self.set(&ACK_OFFSET, labels, v as f64);
             }
-        });
+            if let (Some(m), Some(a)) = (g.master_offset, g.ack_offset) {
+                self.set(&LAG, labels, (m - a) as f64);
+            }
+            if let Some(at) = g.ack_at {
+                self.set(&ACK_AGE, labels, now.since(at).as_secs_f64());
+            }
+        }
         let mut out = self.handle.render();
-        let _ = writeln!(
-            out,
-            "# HELP replscope_write_blocked_seconds_total Time forwarding waited on a side that was not reading.\n\
-             # TYPE replscope_write_blocked_seconds_total counter"
-        );
+        let def = WRITE_BLOCKED.0;
+        let _ = writeln!(out, "# HELP {} {}\n# TYPE {} counter", def.name, def.help, def.name);
         let mut blocked: Vec<_> = self.blocked_total.iter().collect();
-        blocked.sort_by(|a, b| a.0.0.cmp(&b.0.0).then((a.0.1 as u8).cmp(&(b.0.1 as u8))));
+        blocked.sort_by(|a, b| a.0.0.cmp(&b.0.0).then(a.0.1.index().cmp(&b.0.1.index())));
         for ((replica, side), secs) in blocked {
             let side = match side {
                 Side::Master => "master",
                 Side::Replica => "replica",
             };
-            let _ = writeln!(
-                out,
-                "replscope_write_blocked_seconds_total{{route=\"{}\",replica=\"{}\",side=\"{side}\"}} {secs}",
-                escape(&route),
-                escape(replica)
-            );
+            let values = [route, replica.as_str(), side];
+            let labels: Vec<String> =
+                def.labels.iter().zip(values).map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
+            let _ = writeln!(out, "{}{{{}}} {secs}", def.name, labels.join(","));
         }
         out
     }
+}
+
+/// A link's replica label for counters counted when it is known to be a replica's.
+fn endpoint(link: &Link) -> String {
+    link.replica_endpoint().unwrap_or_else(|| UNKNOWN_REPLICA.to_string())
 }
 
 /// Escapes a label value for the Prometheus text format.
@@ -393,120 +577,55 @@ fn escape(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
-/// The histograms a phase change completes.
-fn observe_durations(route: &str, link: &Link, entered: Phase) {
-    let route = route.to_string();
-    match entered {
-        Phase::RdbTransfer => {
-            if let (Some(granted), Some(rdb)) = (link.phase_at(Phase::WaitingBgsave), &link.rdb) {
-                histogram!("replscope_bgsave_wait_seconds", "route" => route)
-                    .record(rdb.started_at.since(granted).as_secs_f64());
-            }
-        }
-        Phase::Loading => {
-            if let Some(rdb) = &link.rdb
-                && let Some(done) = rdb.completed_at
-            {
-                histogram!("replscope_rdb_transfer_seconds", "route" => route)
-                    .record(done.since(rdb.started_at).as_secs_f64());
-            }
-        }
-        Phase::Streaming => {
-            let Some(loading) = link.phase_at(Phase::Loading) else { return };
-            let Some(streaming) = link.phase_at(Phase::Streaming) else { return };
-            histogram!("replscope_replica_load_seconds", "route" => route.clone())
-                .record(streaming.since(loading).as_secs_f64());
-            let asked = match link.request {
-                Some(SyncRequest::Psync { at, .. } | SyncRequest::Sync { at }) => at,
-                None => return,
-            };
-            histogram!("replscope_full_sync_seconds", "route" => route).record(streaming.since(asked).as_secs_f64());
-        }
-        _ => {}
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::link::{CloseHow, ClosedBy, Fed, TransportEvent};
+    use crate::wire::encode_command as resp;
 
-fn describe_all() {
-    describe_gauge!("replscope_links", "Open connections by kind: replication, rdb_channel, client, pending.");
-    describe_gauge!("replscope_link_phase", "1 for the replica's current phase, 0 for the others.");
-    describe_counter!("replscope_forwarded_bytes_total", metrics::Unit::Bytes, "Bytes forwarded, by direction.");
-    describe_counter!("replscope_syncs_total", "Syncs begun, by kind: full or partial.");
-    describe_gauge!(
-        "replscope_rdb_size_bytes",
-        metrics::Unit::Bytes,
-        "RDB size announced by $<len> for the current or last transfer (EOF framing: the real size once known)."
-    );
-    describe_gauge!(
-        "replscope_rdb_transferred_bytes",
-        metrics::Unit::Bytes,
-        "RDB bytes forwarded in the current or last transfer."
-    );
-    describe_gauge!(
-        "replscope_rdb_transfer_rate_bytes_per_second",
-        "RDB transfer rate: over the last second during a transfer, the last transfer's average after it."
-    );
-    describe_histogram!("replscope_rdb_transfer_seconds", metrics::Unit::Seconds, "Completed RDB transfers.");
-    describe_histogram!(
-        "replscope_bgsave_wait_seconds",
-        metrics::Unit::Seconds,
-        "FULLRESYNC to the first payload byte."
-    );
-    describe_histogram!(
-        "replscope_replica_load_seconds",
-        metrics::Unit::Seconds,
-        "Payload complete to the replica's first ACK."
-    );
-    describe_histogram!(
-        "replscope_full_sync_seconds",
-        metrics::Unit::Seconds,
-        "PSYNC to streaming, for completed full syncs."
-    );
-    describe_counter!("replscope_rdb_checksum_failures_total", "RDB trailers that did not match the bytes forwarded.");
-    describe_gauge!(
-        "replscope_master_offset_bytes",
-        metrics::Unit::Bytes,
-        "The master's replication offset, from the wire."
-    );
-    describe_gauge!("replscope_replica_ack_offset_bytes", metrics::Unit::Bytes, "The last REPLCONF ACK offset.");
-    describe_gauge!("replscope_replica_lag_bytes", metrics::Unit::Bytes, "Master offset minus the last ACK offset.");
-    describe_gauge!("replscope_replica_ack_age_seconds", metrics::Unit::Seconds, "Time since the last REPLCONF ACK.");
-    describe_counter!("replscope_stream_commands_total", "Stream commands by name (a fixed set; the rest is other).");
-    describe_counter!(
-        "replscope_disconnects_total",
-        "Replication links that ended, by who closed (master, replica, proxy), the phase, and the settled cause."
-    );
-    describe_counter!("replscope_desyncs_total", "Streams the decoders gave up on, by direction.");
-    describe_gauge!("replscope_build_info", "Always 1; the version label says which build.");
-    describe_gauge!("replscope_faults_active", "Injected faults in force, by kind.");
-    describe_counter!(
-        "replscope_psync_rejected_total",
-        "PSYNCs answered with a full sync, by reason: no_history, replid_mismatch, offset_out_of_range, replica_ahead."
-    );
-    describe_gauge!(
-        "replscope_psync_gap_bytes",
-        metrics::Unit::Bytes,
-        "The last refused PSYNC's gap: FULLRESYNC offset minus the replica's offset (same replication id)."
-    );
-    describe_gauge!(
-        "replscope_replication_loop",
-        "1 while the replica is in a replication loop: 3 full syncs in a row within 30 min failed before streaming."
-    );
-    describe_counter!(
-        "replscope_full_sync_failures_total",
-        "Full syncs that ended before streaming, by settled cause."
-    );
-    describe_gauge!(
-        "replscope_sync_buffer_forecast_bytes",
-        metrics::Unit::Bytes,
-        "During a full sync: bytes that will have piled up for the replica on the master when the transfer ends (0 otherwise)."
-    );
-    describe_gauge!(
-        "replscope_sync_doomed",
-        "1 while the forecast exceeds the assumed client-output-buffer-limit replica (--assume-output-buffer-limit)."
-    );
-    describe_gauge!(
-        "replscope_master_write_rate_bytes_per_second",
-        "The master's replication write rate: from the stream, else from successive FULLRESYNC offsets."
-    );
-    describe_counter!("replscope_fault_actions_total", "Actions of injected faults (fired, stalled, cut …), by kind.");
+    fn ms(n: u64) -> Timestamp {
+        Timestamp::from_micros(n * 1000)
+    }
+
+    #[test]
+    fn bytes_wait_for_the_replica_label_and_every_metric_has_its_help() {
+        let mut fed = Fed::new();
+        let mut metrics = Metrics::new("r", ServerSettings::default());
+        let feed = |fed: &mut Fed, metrics: &mut Metrics, id, dir, bytes: &[u8], at| {
+            fed.on_bytes(id, dir, bytes, at);
+            for c in fed.last_changes().to_vec() {
+                metrics.on_change(&c, fed, at);
+            }
+        };
+        let id = fed.open(Some([10, 0, 0, 2].into()), ms(0));
+        feed(&mut fed, &mut metrics, id, Direction::ReplicaToMaster, &resp(&["PING"]), ms(0));
+        let text = metrics.render(&fed, &HashMap::new(), ms(1));
+        assert!(!text.contains("replscope_forwarded_bytes_total{"), "held until the label is known: {text}");
+        feed(
+            &mut fed,
+            &mut metrics,
+            id,
+            Direction::ReplicaToMaster,
+            &resp(&["REPLCONF", "listening-port", "6390"]),
+            ms(2),
+        );
+        let text = metrics.render(&fed, &HashMap::new(), ms(3));
+        let both = resp(&["PING"]).len() + resp(&["REPLCONF", "listening-port", "6390"]).len();
+        assert!(
+            text.contains(&format!(
+                "replscope_forwarded_bytes_total{{route=\"r\",replica=\"10.0.0.2:6390\",direction=\"replica_to_master\"}} {both}"
+            )),
+            "{text}"
+        );
+        fed.on_transport(id, TransportEvent::Closed { by: ClosedBy::Replica, how: CloseHow::Fin }, ms(4));
+        for c in fed.last_changes().to_vec() {
+            metrics.on_change(&c, &fed, ms(4));
+        }
+        let text = metrics.render(&fed, &HashMap::new(), ms(5));
+        for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+            let name = line.split(['{', ' ']).next().unwrap_or_default();
+            let base = name.trim_end_matches("_bucket").trim_end_matches("_sum").trim_end_matches("_count");
+            assert!(text.contains(&format!("# HELP {base} ")), "{base} has no help");
+        }
+    }
 }

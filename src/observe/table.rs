@@ -1,6 +1,6 @@
 //! `replscope links`: the API's links as a table a person reads at a glance.
 
-use crate::observe::log::human_bytes;
+use crate::observe::words::human_bytes;
 
 /// How many closed links the table shows (the newest).
 pub const CLOSED_SHOWN: usize = 10;

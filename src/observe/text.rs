@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::link::{CloseHow, Link, LinkKind, SyncAnswer, SyncRequest};
-use crate::observe::log::short;
+use crate::observe::words::short;
 use crate::time::Timestamp;
 use crate::wire::{CommandName, Direction, PsyncId};
 
@@ -64,7 +64,7 @@ pub fn describe(label: &str, link: &Link) -> String {
         let version = rdb.header.as_ref().map_or("?".into(), |h| format!("{:?} {}", h.magic, h.version));
         let server = rdb.server_version().unwrap_or("?");
         let size = rdb.size().map_or("?".into(), |n| n.to_string());
-        let trailer = crate::observe::log::trailer_words(rdb.trailer);
+        let trailer = crate::observe::words::trailer_words(rdb.trailer);
         let _ = writeln!(
             s,
             "  rdb      {:?} · {version} (server {server}) · {} of {size} bytes · {trailer}",

@@ -16,8 +16,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::fault::delay::{DelayLine, LATENCY_WINDOW};
-use crate::link::{CloseHow, ClosedBy, LinkId, Side, TransportEvent};
-use crate::proxy::route::{ConnDecoder, Route};
+use crate::link::{CloseHow, ClosedBy, LinkId, Reader, Side, TransportEvent};
+use crate::proxy::route::Route;
 use crate::wire::Direction;
 
 /// How long dialling the master may take.
@@ -87,7 +87,7 @@ pub async fn serve(
     let ends = Ends {
         abort: shutdown.child_token(),
         reset: [AtomicBool::new(false), AtomicBool::new(false)],
-        decoder: Mutex::new(ConnDecoder::default()),
+        reader: Mutex::new(Reader::new()),
     };
     tokio::join!(
         pump(&route, id, replica_rd, master_wr, Direction::ReplicaToMaster, buffer, &ends),
@@ -112,8 +112,8 @@ struct Ends {
     abort: CancellationToken,
     /// Indexed by [`Side::index`].
     reset: [AtomicBool; 2],
-    /// The connection's decoder, shared by its two pumps (each holds it only while it decodes a read).
-    decoder: Mutex<ConnDecoder>,
+    /// The connection's reader, shared by its two pumps (each holds it only while it decodes a read).
+    reader: Mutex<Reader>,
 }
 
 impl Ends {
@@ -203,8 +203,8 @@ async fn pump(
             }
         };
         {
-            let mut decoder = ends.decoder.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            route.on_bytes(id, direction, &buf[..n], &mut decoder);
+            let mut reader = ends.reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            route.on_bytes(id, direction, &buf[..n], &mut reader);
         }
         let result = if route.faults_present() || !line.is_empty() {
             let plan = route.plan(id, direction, n);

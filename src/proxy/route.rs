@@ -1,6 +1,6 @@
 //! The shared state of one route: its links, the last closed ones, and the observer that turns their
 //! changes into metrics and logs. Every update goes through here, under one short lock that is never
-//! held across an await.
+//! held across an await; each drains the changes it made to the observer before the lock is released.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -13,19 +13,11 @@ use std::time::Duration;
 
 use crate::fault::{Fault, FaultSpec, Faults, Plan};
 use crate::link::settings::ServerSettings;
-use crate::link::{Decoded, Link, LinkId, Links, TransportEvent};
+use crate::link::{Change, Link, LinkId, Links, Reader, TransportEvent};
 use crate::observe::api::LinkView;
-use crate::observe::metrics::Observer;
+use crate::observe::observer::Observer;
 use crate::time::Timestamp;
 use crate::wire::Direction;
-
-/// One connection's decoder (both directions) and a reused buffer for its events: owned by the
-/// connection, used outside the route's lock.
-#[derive(Default)]
-pub struct ConnDecoder {
-    decoder: crate::wire::Decoder,
-    events: Vec<crate::wire::WireEvent>,
-}
 
 /// How many closed links with a diagnosis (replicas' links) the API keeps.
 pub const CLOSED_KEPT: usize = 256;
@@ -53,6 +45,8 @@ struct Inner {
     /// Other closed links, oldest first.
     closed_others: VecDeque<ClosedLink>,
     observer: Observer,
+    /// Changes drained from the links, on their way to the observer (reused).
+    changes: Vec<Change>,
     faults: Faults,
     /// Connections that ended; their links move to `closed` once their diagnosis settles.
     finishing: HashSet<LinkId>,
@@ -83,7 +77,8 @@ impl Route {
                 peers: HashMap::new(),
                 closed: VecDeque::new(),
                 closed_others: VecDeque::new(),
-                observer: Observer::with_settings(name, settings),
+                observer: Observer::new(name, settings),
+                changes: Vec::new(),
                 faults: Faults::new(),
                 finishing: HashSet::new(),
             }),
@@ -112,10 +107,7 @@ impl Route {
         let mut inner = self.lock();
         let id = inner.links.open(Some(peer.ip()), now);
         inner.peers.insert(id, peer);
-        let Inner { links, observer, .. } = &mut *inner;
-        if let Some(link) = links.get(id) {
-            observer.after_update(id, link, now);
-        }
+        publish(&mut inner, now);
         id
     }
 
@@ -124,17 +116,14 @@ impl Route {
         self.lock().links.iter().filter(|(_, l)| l.close.is_none()).count()
     }
 
-    /// Feeds forwarded bytes to the link. They are decoded with the connection's own decoder before the
+    /// Feeds forwarded bytes to the link. They are read with the connection's own [`Reader`] before the
     /// route's lock is taken, so the CRC and the framing of one link never hold up the others; under
     /// the lock the link only takes the events.
-    pub fn on_bytes(&self, id: LinkId, direction: Direction, bytes: &[u8], decoder: &mut ConnDecoder) {
+    pub fn on_bytes(&self, id: LinkId, direction: Direction, bytes: &[u8], reader: &mut Reader) {
         let now = self.now();
-        let ConnDecoder { decoder, events } = decoder;
-        events.clear();
-        decoder.feed(direction, bytes, now, events);
-        let decoded = Decoded { direction, len: bytes.len(), events, payload_progress: decoder.payload_progress() };
+        let decoded = reader.read(direction, bytes, now);
         // A replica asking to sync may be one coming back: earlier diagnoses may change.
-        let asked = events.iter().any(|e| {
+        let asked = decoded.events.iter().any(|e| {
             matches!(
                 &e.event,
                 crate::wire::Event::Command {
@@ -143,11 +132,11 @@ impl Route {
             )
         });
         let mut inner = self.lock();
-        let Inner { links, observer, .. } = &mut *inner;
-        links.on_decoded(id, decoded, now);
-        report(links, observer, id, now);
+        inner.links.on_decoded(id, decoded, now);
         if asked {
             self.diagnose(&mut inner, now);
+        } else {
+            publish(&mut inner, now);
         }
     }
 
@@ -155,11 +144,11 @@ impl Route {
     pub fn on_transport(&self, id: LinkId, event: TransportEvent) {
         let now = self.now();
         let mut inner = self.lock();
-        let Inner { links, observer, .. } = &mut *inner;
-        links.on_transport(id, event, now);
-        report(links, observer, id, now);
+        inner.links.on_transport(id, event, now);
         if matches!(event, TransportEvent::Closed { .. }) {
             self.diagnose(&mut inner, now);
+        } else {
+            publish(&mut inner, now);
         }
     }
 
@@ -167,9 +156,7 @@ impl Route {
     pub fn connect_failed(&self, id: LinkId, error: &std::io::Error) {
         let now = self.now();
         let mut inner = self.lock();
-        let Inner { links, observer, .. } = &mut *inner;
-        links.with_link(id, |l| l.on_connect_failed(error.kind(), error.to_string(), now));
-        report(links, observer, id, now);
+        inner.links.on_connect_failed(id, error.kind(), error.to_string(), now);
         self.diagnose(&mut inner, now);
     }
 
@@ -190,22 +177,13 @@ impl Route {
     }
 
     fn diagnose(&self, inner: &mut Inner, now: Timestamp) {
-        let changed = inner.links.diagnose(now);
-        for id in changed {
-            if let Some(link) = inner.links.get(id) {
-                inner.observer.after_update(id, link, now);
-            }
-        }
-        for (replica, change) in inner.links.take_loop_changes() {
-            let record = inner.links.histories().get(&replica).cloned().unwrap_or_default();
-            crate::observe::log::replication_loop(&self.name, &replica, change, &record);
-        }
+        inner.links.diagnose(now);
+        publish(inner, now);
         let done: Vec<LinkId> = inner.finishing.iter().copied().filter(|id| inner.links.is_settled(*id)).collect();
         for id in done {
             inner.finishing.remove(&id);
             let peer = inner.peers.remove(&id);
             if let Some(link) = inner.links.remove(id) {
-                inner.observer.forget(id);
                 let explanation = self.explain(&link, inner.links.histories());
                 let (ring, kept) = if link.diagnosis.is_some() {
                     (&mut inner.closed, CLOSED_KEPT)
@@ -226,7 +204,7 @@ impl Route {
         let mut inner = self.lock();
         inner.faults.expire(now);
         let Inner { links, observer, faults, .. } = &mut *inner;
-        let active = faults.active_by_kind();
+        let active = faults.active_by_type();
         self.faults_present.store(faults.any(), Ordering::Relaxed);
         observer.render(links, &active, now)
     }
@@ -241,17 +219,17 @@ impl Route {
     pub fn plan(&self, id: LinkId, direction: Direction, n: usize) -> Plan {
         let now = self.now();
         let mut inner = self.lock();
-        let Inner { links, observer, faults, .. } = &mut *inner;
+        let Inner { links, faults, .. } = &mut *inner;
         let plan = match links.get(id) {
             Some(link) => faults.plan(id, &self.name, link, direction, n, now),
             None => Plan::default(),
         };
         self.faults_present.store(faults.any(), Ordering::Relaxed);
         for touch in &plan.touches {
-            links.with_link(id, |l| l.record_fault(touch.fault, touch.kind, touch.action.clone(), now));
-            let replica = links.get(id).and_then(Link::replica_endpoint).unwrap_or_else(|| "-".into());
-            tracing::warn!(route = %self.name, link = id.0, replica, fault = touch.fault, kind = touch.kind, "fault {}: {}", touch.fault, touch.action);
-            observer.fault_action(touch.kind);
+            links.on_fault(id, touch.clone().at(now));
+        }
+        if !plan.touches.is_empty() {
+            publish(&mut inner, now);
         }
         plan
     }
@@ -274,7 +252,7 @@ impl Route {
         let open: Vec<LinkId> = inner.links.iter().filter(|(_, l)| l.close.is_none()).map(|(id, _)| id).collect();
         let fault = inner.faults.add(spec, now, open);
         self.faults_present.store(true, Ordering::Relaxed);
-        tracing::info!(route = %self.name, fault = fault.id, kind = fault.spec.kind.label(), "fault {} installed", fault.id);
+        tracing::info!(route = %self.name, fault = fault.id, kind = fault.spec.kind.fault_type().as_str(), "fault {} installed", fault.id);
         fault
     }
 
@@ -390,14 +368,11 @@ fn view(
         .unwrap_or_else(|e| serde_json::json!({ "id": id, "error": e.to_string() }))
 }
 
-/// Reports a link and, for a two-channel sync, its partner (whose story the update may have changed).
-fn report(links: &Links, observer: &mut Observer, id: LinkId, now: Timestamp) {
-    if let Some(link) = links.get(id) {
-        observer.after_update(id, link, now);
-        if let Some(partner) = link.partner
-            && let Some(p) = links.get(partner)
-        {
-            observer.after_update(partner, p, now);
-        }
+/// Hands the changes the links made to the observer, oldest first.
+fn publish(inner: &mut Inner, now: Timestamp) {
+    let Inner { links, observer, changes, .. } = inner;
+    changes.extend(links.drain_changes());
+    for change in changes.drain(..) {
+        observer.on_change(&change, links, now);
     }
 }

@@ -33,13 +33,13 @@ pub fn load(name: &str) -> Vec<Read> {
     replscope::recording::load(&captures_dir().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
-use replscope::link::{CloseHow, ClosedBy, LinkId, Links, TransportEvent};
+use replscope::link::{CloseHow, ClosedBy, Fed, LinkId, TransportEvent};
 use replscope::wire::{Event, ReplconfOption, ReplicaCommand, WireEvent};
 use std::collections::BTreeMap;
 
 /// What a replay produced.
 pub struct Replay {
-    pub links: Links,
+    pub links: Fed,
     /// Recording connection number → link id.
     pub ids: BTreeMap<u32, LinkId>,
     /// Every event, per recording connection, in order.
@@ -58,10 +58,10 @@ pub struct AckSeen {
     pub on_a_boundary: bool,
 }
 
-/// Replays a recording into one route's [`Links`], splitting each read with `split` (which returns the
+/// Replays a recording into one route's links ([`Fed`]), splitting each read with `split` (which returns the
 /// lengths of the pieces). End-of-file lines become FIN closes by that side.
 pub fn replay(reads: &[Read], mut split: impl FnMut(&[u8]) -> Vec<usize>) -> Replay {
-    let mut links = Links::new();
+    let mut links = Fed::new();
     let mut ids = BTreeMap::new();
     let mut events: BTreeMap<u32, Vec<WireEvent>> = BTreeMap::new();
     let mut acks = Vec::new();

@@ -1,5 +1,5 @@
 //! A minimal byte-forwarding relay for tests (not the proxy): every byte of every connection is forwarded
-//! unchanged and also fed, with its time, to one route's [`Links`]. It lets the `wire`/`link` core be
+//! unchanged and also fed, with its time, to one route's links ([`Fed`]). It lets the `wire`/`link` core be
 //! checked against real servers before (and independently of) the tokio driver.
 
 use std::io::{ErrorKind, Read as _, Write as _};
@@ -9,13 +9,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use replscope::link::{CloseHow, ClosedBy, LinkId, Links, TransportEvent};
+use replscope::link::{CloseHow, ClosedBy, Fed, LinkId, TransportEvent};
 use replscope::time::Timestamp;
 use replscope::wire::Direction;
 
 /// Shared state of a relay.
 struct Shared {
-    links: Mutex<Links>,
+    links: Mutex<Fed>,
     ids: Mutex<Vec<LinkId>>,
     start: Instant,
     stop: AtomicBool,
@@ -40,7 +40,7 @@ impl Relay {
         listener.set_nonblocking(true).expect("nonblocking");
         let port = listener.local_addr().expect("addr").port();
         let shared = Arc::new(Shared {
-            links: Mutex::new(Links::new()),
+            links: Mutex::new(Fed::new()),
             ids: Mutex::new(Vec::new()),
             start: Instant::now(),
             stop: AtomicBool::new(false),
@@ -86,7 +86,7 @@ impl Relay {
     }
 
     /// The links, locked.
-    pub fn links(&self) -> MutexGuard<'_, Links> {
+    pub fn links(&self) -> MutexGuard<'_, Fed> {
         lock(&self.shared.links)
     }
 

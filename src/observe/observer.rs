@@ -1,0 +1,77 @@
+//! The observer of one route: takes the model's changes as the driver drains them and turns each into
+//! its log line ([`super::log`]) and its metrics ([`Metrics`]). It reads the links for the details and
+//! never changes them.
+
+use std::collections::HashMap;
+
+use crate::link::rules::is_probe;
+use crate::link::settings::ServerSettings;
+use crate::link::{Change, FaultType, LinkKind, Links};
+use crate::observe::metrics::Metrics;
+use crate::observe::{explain, log};
+use crate::time::Timestamp;
+
+/// Logs and metrics for one route.
+pub struct Observer {
+    route: String,
+    metrics: Metrics,
+}
+
+impl Observer {
+    /// The observer of `route`; full syncs are judged doomed against the limit the operator stated.
+    pub fn new(route: &str, settings: ServerSettings) -> Self {
+        Observer { route: route.to_string(), metrics: Metrics::new(route, settings) }
+    }
+
+    /// Takes one change; `links` as they are after the update that made it.
+    pub fn on_change(&mut self, change: &Change, links: &Links, now: Timestamp) {
+        self.log(change, links);
+        self.metrics.on_change(change, links, now);
+    }
+
+    fn log(&self, change: &Change, links: &Links) {
+        let route = self.route.as_str();
+        if let Change::LoopChanged { replica, change } = change {
+            let record = links.histories().get(replica).cloned().unwrap_or_default();
+            log::replication_loop(route, replica, *change, &record);
+            return;
+        }
+        let Some(id) = change.link() else { return };
+        let Some(link) = links.get(id) else { return };
+        match change {
+            Change::PhaseEntered { phase, .. } => log::phase_entered(route, id, link, *phase),
+            Change::Refused { .. } => {
+                if let Some(r) = &link.psync_refusal {
+                    log::refusal(route, id, link, r, &explain::refusal(r));
+                }
+            }
+            Change::Desync { direction, .. } => {
+                if let Some(d) = link.desyncs.iter().find(|d| d.direction == *direction) {
+                    log::desync(route, id, link, d);
+                }
+            }
+            // Links that need no diagnosis end here; the others when diagnosed, with why.
+            Change::Closed { .. } if link.kind == LinkKind::Client || is_probe(link) => {
+                log::closed(route, id, link, None)
+            }
+            Change::Diagnosed { .. } => {
+                let why = link.diagnosis.as_ref().map(|d| explain::explain(link, d, None));
+                log::closed(route, id, link, why.as_deref());
+            }
+            Change::Settled { cause, first, .. } if cause != first => {
+                if let Some(d) = &link.diagnosis {
+                    log::settled(route, id, link, d);
+                }
+            }
+            Change::FaultActed { fault, kind, action, .. } => {
+                log::fault_acted(route, id, Some(link), *fault, *kind, action)
+            }
+            _ => {}
+        }
+    }
+
+    /// Renders every metric in the Prometheus text format.
+    pub fn render(&mut self, links: &Links, faults: &HashMap<FaultType, u64>, now: Timestamp) -> String {
+        self.metrics.render(links, faults, now)
+    }
+}
