@@ -1,6 +1,9 @@
 //! Decoder throughput, release build: the RDB path (framing, look-ahead, CRC-64 in flight) over a
 //! 1 GiB payload of incompressible values in both framings, and the command stream of small SETs.
 //!
+//! Also the same stream through a whole link, and through the proxy's per-read core path (reader, links,
+//! observer).
+//!
 //! Run: `cargo bench --bench decode`. Bytes are fed in 64 KiB slices, as a proxy reading a socket
 //! would; the payload is generated once and fed from memory so only the decoder is measured.
 
@@ -99,8 +102,8 @@ fn rdb_path(c: &mut Criterion) {
     g.finish();
 }
 
-fn command_stream(c: &mut Criterion) {
-    // `SET key:<n> <16 random bytes as hex>`: 57-60 bytes per command, like a cache write load.
+/// 64 MiB of `SET key:<n> <16 random bytes as hex>`: 57-60 bytes per command, like a cache write load.
+fn small_sets() -> Vec<u8> {
     let mut stream = Vec::with_capacity(64 << 20);
     let mut n = 0u64;
     while stream.len() < 64 << 20 {
@@ -111,6 +114,11 @@ fn command_stream(c: &mut Criterion) {
         );
         n += 1;
     }
+    stream
+}
+
+fn command_stream(c: &mut Criterion) {
+    let stream = small_sets();
     let pre = b"+CONTINUE 0123456789abcdef0123456789abcdef01234567\r\n";
     let mut g = c.benchmark_group("stream_64MiB_small_sets");
     g.throughput(Throughput::Bytes(stream.len() as u64));
@@ -171,5 +179,46 @@ fn link_rdb(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, rdb_path, command_stream, link_rdb);
+/// The per-read path of the proxy's core, without sockets: the connection's reader decodes a read, the
+/// route's links take it, and the observer takes the changes (metrics, logs). Small SETs in 64 KiB reads
+/// are the worst case for per-read work.
+fn route_core(c: &mut Criterion) {
+    use replscope::link::settings::ServerSettings;
+    use replscope::link::{Change, Links, Reader};
+    use replscope::observe::observer::Observer;
+
+    let stream = small_sets();
+    let mut g = c.benchmark_group("stream_64MiB_small_sets");
+    g.throughput(Throughput::Bytes(stream.len() as u64));
+    g.sample_size(20);
+    let mut links = Links::new();
+    let mut observer = Observer::new("r", ServerSettings::default());
+    let id = links.open(None, Timestamp::ZERO);
+    let mut reader = Reader::new();
+    let mut changes: Vec<Change> = Vec::new();
+    let mut feed = |links: &mut Links, observer: &mut Observer, dir, bytes: &[u8]| {
+        links.on_decoded(id, reader.read(dir, bytes, Timestamp::ZERO), Timestamp::ZERO);
+        changes.extend(links.drain_changes());
+        for c in changes.drain(..) {
+            observer.on_change(&c, links, Timestamp::ZERO);
+        }
+    };
+    let handshake = replscope::wire::encode_command(&["REPLCONF", "listening-port", "6390"]);
+    feed(&mut links, &mut observer, Direction::ReplicaToMaster, &handshake);
+    let psync = replscope::wire::encode_command(&["PSYNC", "0123456789abcdef0123456789abcdef01234567", "1"]);
+    feed(&mut links, &mut observer, Direction::ReplicaToMaster, &psync);
+    let answer = b"+OK\r\n+CONTINUE 0123456789abcdef0123456789abcdef01234567\r\n";
+    feed(&mut links, &mut observer, Direction::MasterToReplica, answer);
+    g.bench_function("sets_through_links_and_observer", |b| {
+        b.iter(|| {
+            for slice in stream.chunks(SLICE) {
+                feed(&mut links, &mut observer, Direction::MasterToReplica, slice);
+            }
+            black_box(links.get(id).and_then(|l| l.master_offset()))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, rdb_path, command_stream, link_rdb, route_core);
 criterion_main!(benches);

@@ -83,11 +83,15 @@ fn scenario(bin: &ServerBin, mode: Mode) {
             [Phase::Handshake, Phase::WaitingBgsave, Phase::RdbTransfer, Phase::Loading, Phase::Streaming],
             "{ctx}"
         );
-        match (mode, &link.answer) {
-            (Mode::DualChannel, Some(SyncAnswer::DualChannelSync { .. })) => {}
-            (Mode::Disk | Mode::Diskless, Some(SyncAnswer::FullResync { .. })) => {}
+        // Redis 8 sends a diskless sync's RDB over a second connection, its rdb channel, when the replica
+        // offers one (`+RDBCHANNELSYNC`); Valkey 8+ does when dual-channel replication is on.
+        let redis_8 = !bin.valkey && bin.version >= (8, 0, 0);
+        let two_channels = match (mode, &link.answer) {
+            (Mode::DualChannel, Some(SyncAnswer::DualChannelSync { .. })) => true,
+            (Mode::Diskless, Some(SyncAnswer::RdbChannelSync { .. })) if redis_8 => true,
+            (Mode::Disk | Mode::Diskless, Some(SyncAnswer::FullResync { .. })) => false,
             (_, other) => panic!("{ctx}: answer {other:?}"),
-        }
+        };
         let rdb = link.rdb.as_ref().unwrap_or_else(|| panic!("{ctx}: no RDB"));
         let eof = matches!(rdb.framing, PayloadFraming::EofMark);
         assert_eq!(eof, mode != Mode::Disk, "{ctx}: framing {:?}", rdb.framing);
@@ -108,7 +112,7 @@ fn scenario(bin: &ServerBin, mode: Mode) {
         assert!(s.count(CommandName::Select) >= 1, "{ctx}: the first keyed command after an RDB has a SELECT");
         assert_eq!(link.stream.lag(), Some(0), "{ctx}");
         assert!(offset > 0, "{ctx}");
-        if mode == Mode::DualChannel {
+        if two_channels {
             let rdb_channel = link.partner.unwrap_or_else(|| panic!("{ctx}: main channel not paired"));
             let rc = links.get(rdb_channel).expect("rdb channel link");
             assert_eq!((rc.kind, rc.partner), (LinkKind::RdbChannel, Some(main)), "{ctx}");

@@ -130,3 +130,65 @@ impl Change {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::link::{CloseHow, ClosedBy, Fed, TransportEvent};
+    use crate::time::Timestamp;
+    use crate::wire::encode_command as resp;
+
+    fn ms(n: u64) -> Timestamp {
+        Timestamp::from_micros(n * 1000)
+    }
+
+    /// Everything a replica's failed full sync changes, in order, each said once.
+    #[test]
+    fn a_killed_full_sync_says_each_step_once_in_order() {
+        let mut fed = Fed::new();
+        let mut all = Vec::new();
+        let id = fed.open(Some([10, 0, 0, 2].into()), ms(0));
+        all.extend(fed.drain_changes());
+        let r2m = Direction::ReplicaToMaster;
+        let m2r = Direction::MasterToReplica;
+        let steps: [(Direction, Vec<u8>, u64); 5] = [
+            (r2m, resp(&["REPLCONF", "listening-port", "6390"]), 0),
+            (m2r, b"+OK\r\n".to_vec(), 1),
+            (r2m, resp(&["PSYNC", "8f3a1c0e9b7d6a5f4e3d2c1b0a9f8e7d6c5b4a39", "7"]), 2),
+            (m2r, b"+FULLRESYNC 8f3a1c0e9b7d6a5f4e3d2c1b0a9f8e7d6c5b4a39 100\r\n$1000\r\nREDIS0011".to_vec(), 3),
+            (m2r, vec![0u8; 500], 500),
+        ];
+        for (dir, bytes, at) in steps {
+            fed.on_bytes(id, dir, &bytes, ms(at));
+            all.extend(fed.last_changes().iter().cloned());
+        }
+        fed.on_transport(id, TransportEvent::Closed { by: ClosedBy::Master, how: CloseHow::Fin }, ms(1000));
+        all.extend(fed.last_changes().iter().cloned());
+        fed.diagnose(ms(1000));
+        all.extend(fed.last_changes().iter().cloned());
+        fed.diagnose(ms(12_000));
+        all.extend(fed.last_changes().iter().cloned());
+
+        let story: Vec<&Change> = all.iter().filter(|c| !matches!(c, Change::Forwarded { .. })).collect();
+        assert_eq!(
+            story,
+            [
+                &Change::PhaseEntered { link: id, phase: Phase::Handshake },
+                &Change::SyncDecided { link: id, kind: SyncKind::Full },
+                &Change::Refused { link: id },
+                &Change::PhaseEntered { link: id, phase: Phase::WaitingBgsave },
+                &Change::PhaseEntered { link: id, phase: Phase::RdbTransfer },
+                &Change::PhaseEntered { link: id, phase: Phase::Closed },
+                &Change::Closed { link: id },
+                &Change::Diagnosed { link: id, cause: Cause::OutputBufferLimit },
+                &Change::Settled { link: id, cause: Cause::OutputBufferLimit, first: Cause::OutputBufferLimit },
+            ]
+        );
+        // Every byte forwarded is said once, in the read that carried it.
+        let forwarded: u64 =
+            all.iter().filter_map(|c| if let Change::Forwarded { bytes, .. } = c { Some(*bytes) } else { None }).sum();
+        let link = fed.get(id).expect("link");
+        assert_eq!(forwarded, link.traffic[0].bytes + link.traffic[1].bytes);
+        assert!(forwarded > 500);
+    }
+}

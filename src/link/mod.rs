@@ -574,11 +574,11 @@ impl Link {
             }
             MasterReply::FullResync { replid, offset } => {
                 self.master_replid = Some(*replid);
+                self.answer = Some(SyncAnswer::FullResync { replid: *replid, offset: *offset, at });
+                self.decide(SyncKind::Full);
                 if self.kind != LinkKind::RdbChannel {
                     self.refused(*replid, *offset);
                 }
-                self.answer = Some(SyncAnswer::FullResync { replid: *replid, offset: *offset, at });
-                self.decide(SyncKind::Full);
                 self.stream.start_offset = Some(*offset);
                 self.advance(Phase::WaitingBgsave, at);
             }

@@ -412,9 +412,9 @@ impl Metrics {
             Change::FaultActed { kind, .. } => self.count(&FAULT_ACTIONS, [route, kind.as_str()], 1),
             Change::Closed { .. } | Change::Diagnosed { .. } | Change::LoopChanged { .. } => {}
         }
-        if let (Some(id), Some(l)) = (link_id, link)
+        if let (Some(id), Some(l), Some(ep)) = (link_id, link, replica)
             && l.kind == LinkKind::Replication
-            && let Some(ep) = l.replica_endpoint()
+            && ep != UNKNOWN_REPLICA
         {
             self.replicas.entry(ep).or_default().update(id, l, now);
         }
