@@ -220,5 +220,50 @@ fn route_core(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, rdb_path, command_stream, link_rdb, route_core);
+/// The cost of each read apart from the bytes: an RDB of one repeated byte (CRC aside, nothing to look at)
+/// in 4 KiB and 16 KiB reads through the proxy's per-read core path (reader, links, observer).
+fn per_read(c: &mut Criterion) {
+    use replscope::link::settings::ServerSettings;
+    use replscope::link::{Change, Links, Reader};
+    use replscope::observe::observer::Observer;
+
+    let body = vec![7u8; 64 << 20];
+    let mut g = c.benchmark_group("per_read_64MiB_rdb");
+    g.throughput(Throughput::Bytes(body.len() as u64));
+    g.sample_size(20);
+    for slice in [4096usize, 16384] {
+        let mut links = Links::new();
+        let mut observer = Observer::new("r", ServerSettings::default());
+        let id = links.open(None, Timestamp::ZERO);
+        let mut reader = Reader::new();
+        let mut changes: Vec<Change> = Vec::new();
+        let mut feed = |links: &mut Links, observer: &mut Observer, dir, bytes: &[u8], now| {
+            links.on_decoded(id, reader.read(dir, bytes, now), now);
+            changes.extend(links.drain_changes());
+            for c in changes.drain(..) {
+                observer.on_change(&c, links, now);
+            }
+        };
+        let handshake = replscope::wire::encode_command(&["REPLCONF", "listening-port", "6390"]);
+        feed(&mut links, &mut observer, Direction::ReplicaToMaster, &handshake, Timestamp::ZERO);
+        let psync = replscope::wire::encode_command(&["PSYNC", "?", "-1"]);
+        feed(&mut links, &mut observer, Direction::ReplicaToMaster, &psync, Timestamp::ZERO);
+        let answer: &[u8] =
+            b"+OK\r\n+FULLRESYNC 0123456789abcdef0123456789abcdef01234567 0\r\n$999999999999\r\nREDIS0011\xfe\x00";
+        feed(&mut links, &mut observer, Direction::MasterToReplica, answer, Timestamp::ZERO);
+        let mut t = 1u64;
+        g.bench_function(format!("reads_of_{slice}"), |b| {
+            b.iter(|| {
+                for s in body.chunks(slice) {
+                    t += 1;
+                    feed(&mut links, &mut observer, Direction::MasterToReplica, s, Timestamp::from_micros(t));
+                }
+                black_box(links.get(id).map(|l| l.traffic[0].bytes))
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, rdb_path, command_stream, link_rdb, route_core, per_read);
 criterion_main!(benches);

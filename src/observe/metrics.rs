@@ -11,6 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use metrics::{Key, KeyName, Label, Level, Metadata, Recorder, SharedString, Unit};
@@ -133,9 +134,10 @@ impl ReplicaGauges {
 
 /// One route's metrics.
 pub struct Metrics {
-    route: String,
+    route: Arc<str>,
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
+    /// The metrics whose help was given to the recorder.
     described: HashSet<&'static str>,
     held: HashMap<LinkId, Held>,
     replicas: HashMap<String, ReplicaGauges>,
@@ -304,7 +306,7 @@ impl Metrics {
             .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
         let handle = recorder.handle();
         let mut metrics = Metrics {
-            route: route.to_string(),
+            route: route.into(),
             recorder,
             handle,
             described: HashSet::new(),
@@ -344,8 +346,8 @@ impl Metrics {
 
     /// Takes one change of the model; `links` as they are after it.
     pub fn on_change(&mut self, change: &Change, links: &Links, now: Timestamp) {
-        let route = self.route.clone();
-        let route = route.as_str();
+        let route = Arc::clone(&self.route);
+        let route = &*route;
         let link_id = change.link();
         let link = link_id.and_then(|id| links.get(id));
         let replica = link.and_then(replica_label);
@@ -421,7 +423,7 @@ impl Metrics {
     }
 
     fn add_traffic(&mut self, replica: &str, held: Held) {
-        let route = self.route.clone();
+        let route = Arc::clone(&self.route);
         for d in Direction::BOTH {
             if held.bytes[d.index()] > 0 {
                 self.count(&FORWARDED, [&route, replica, d.as_str()], held.bytes[d.index()]);
@@ -437,8 +439,8 @@ impl Metrics {
 
     /// The histograms a phase change completes.
     fn durations(&mut self, link: &Link, entered: Phase) {
-        let route = self.route.clone();
-        let route = route.as_str();
+        let route = Arc::clone(&self.route);
+        let route = &*route;
         match entered {
             Phase::RdbTransfer => {
                 if let (Some(granted), Some(rdb)) = (link.phase_at(Phase::WaitingBgsave), &link.rdb) {
@@ -468,8 +470,8 @@ impl Metrics {
 
     /// Renders every metric in the Prometheus text format, the gauges computed from `links` at `now`.
     pub fn render(&mut self, links: &Links, faults: &HashMap<FaultType, u64>, now: Timestamp) -> String {
-        let route = self.route.clone();
-        let route = route.as_str();
+        let route = Arc::clone(&self.route);
+        let route = &*route;
         let mut by_kind: HashMap<LinkKind, u64> = HashMap::new();
         for (_, link) in links.iter() {
             if link.close.is_none() {
