@@ -76,11 +76,12 @@ impl DerefMut for Fed {
     }
 }
 
-/// One link and its reader, outside any route.
+/// One link and its reader, outside any route (what its updates changed is dropped).
 #[derive(Debug)]
 pub struct FedLink {
     link: Link,
     reader: Reader,
+    /// Reused for each update's changes.
     changes: Vec<Change>,
 }
 
@@ -102,16 +103,6 @@ impl FedLink {
     pub fn on_transport(&mut self, event: TransportEvent, now: Timestamp) {
         self.changes.clear();
         self.link.on_transport(event, now, &mut self.changes);
-    }
-
-    /// What the last update changed.
-    pub fn last_changes(&self) -> &[Change] {
-        &self.changes
-    }
-
-    /// The link.
-    pub fn into_link(self) -> Link {
-        self.link
     }
 }
 

@@ -65,11 +65,6 @@ impl Links {
         self.changes.drain(..)
     }
 
-    /// Whether changes wait to be drained.
-    pub fn has_changes(&self) -> bool {
-        !self.changes.is_empty()
-    }
-
     /// A link, open or not yet removed.
     pub fn get(&self, id: LinkId) -> Option<&Link> {
         self.links.get(&id)

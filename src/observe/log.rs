@@ -161,15 +161,8 @@ pub fn refusal(route: &str, id: LinkId, link: &Link, r: &crate::link::PsyncRefus
 }
 
 /// Logs an injected fault acting on a link.
-pub fn fault_acted(
-    route: &str,
-    id: LinkId,
-    link: Option<&Link>,
-    fault: u64,
-    kind: crate::link::FaultType,
-    action: &str,
-) {
-    let replica = link.and_then(Link::replica_endpoint).unwrap_or_else(|| "-".into());
+pub fn fault_acted(route: &str, id: LinkId, link: &Link, fault: u64, kind: crate::link::FaultType, action: &str) {
+    let replica = link.replica_endpoint().unwrap_or_else(|| "-".into());
     tracing::warn!(route, link = id.0, replica, fault, kind = kind.as_str(), "fault {fault}: {action}");
 }
 

@@ -63,9 +63,7 @@ impl Observer {
                     log::settled(route, id, link, d);
                 }
             }
-            Change::FaultActed { fault, kind, action, .. } => {
-                log::fault_acted(route, id, Some(link), *fault, *kind, action)
-            }
+            Change::FaultActed { fault, kind, action, .. } => log::fault_acted(route, id, link, *fault, *kind, action),
             _ => {}
         }
     }
