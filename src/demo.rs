@@ -172,6 +172,7 @@ pub fn run(server: Option<PathBuf>, every: u64, duration: Option<u64>, scenario:
             output_buffer_limit: looping.then_some(limit),
             ..Default::default()
         },
+        forget_after: None,
     };
     let proxy = rt.block_on(Proxy::bind(config))?;
     let (Some(listen), Some(http)) = (proxy.listen_addr(), proxy.http_addr()) else {

@@ -15,6 +15,7 @@ pub fn request(
     body: Option<&str>,
     token: Option<&str>,
 ) -> anyhow::Result<String> {
+    let http = &address(http)?;
     let mut s = TcpStream::connect(http).with_context(|| format!("no proxy API at {http}"))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut req =
@@ -44,6 +45,24 @@ pub fn request(
         bail!("{method} {path}: {status}: {message}");
     }
     Ok(body)
+}
+
+/// HOST:PORT from what the user gave: HOST:PORT, or a URL such as `http://127.0.0.1:9190/`.
+pub fn address(given: &str) -> anyhow::Result<String> {
+    let rest = match given.split_once("://") {
+        Some(("http", rest)) => rest,
+        Some((scheme, _)) => bail!("{given}: only http:// is served by the proxy's API, not {scheme}://"),
+        None => given,
+    };
+    let host_port = rest.split('/').next().unwrap_or_default();
+    if host_port.is_empty() {
+        bail!("{given} names no host");
+    }
+    // `[::1]:9190` has a port, `[::1]` has none.
+    let has_port = host_port
+        .rsplit_once(':')
+        .is_some_and(|(h, p)| p.parse::<u16>().is_ok() && (!h.contains(':') || h.ends_with(']')));
+    Ok(if has_port { host_port.to_string() } else { format!("{host_port}:80") })
 }
 
 fn dechunk(mut body: &str) -> String {

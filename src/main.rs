@@ -54,7 +54,7 @@ enum Command {
     },
     /// Print the proxy's links as a table (from its /api/links).
     Links {
-        /// The proxy's HTTP address.
+        /// The proxy's HTTP address: HOST:PORT or a URL (http://HOST:PORT).
         #[arg(long, env = "REPLSCOPE_HTTP", default_value = "127.0.0.1:9190")]
         http: String,
     },
@@ -99,8 +99,8 @@ Examples:
 /// `replscope proxy`'s flags.
 #[derive(clap::Args)]
 struct ProxyArgs {
-    /// The master, HOST:PORT (the name is resolved for every new connection).
-    #[arg(long, env = "REPLSCOPE_MASTER")]
+    /// The master, HOST:PORT (the port is required; the name is resolved for every new connection).
+    #[arg(long, env = "REPLSCOPE_MASTER", value_parser = parse_master)]
     master: String,
     /// Where replicas connect.
     #[arg(long, env = "REPLSCOPE_LISTEN", default_value = "127.0.0.1:6380")]
@@ -140,6 +140,10 @@ struct ProxyArgs {
     /// The master's repl-backlog-size, e.g. 1mb: refused partial resyncs are measured against it.
     #[arg(long, env = "REPLSCOPE_ASSUME_BACKLOG", value_parser = parse_backlog)]
     assume_backlog: Option<u64>,
+    /// A replica with no open link for this long loses its record and every series labelled with it
+    /// (e.g. 10m, 30s; 0 keeps them for ever).
+    #[arg(long, env = "REPLSCOPE_FORGET_AFTER", default_value = "10m", value_parser = parse_forget_after)]
+    forget_after: std::time::Duration,
 }
 
 impl ProxyArgs {
@@ -161,6 +165,7 @@ impl ProxyArgs {
                 output_buffer_limit: self.assume_output_buffer_limit,
                 backlog: self.assume_backlog,
             },
+            forget_after: (!self.forget_after.is_zero()).then_some(self.forget_after),
         };
         (self.log_format, config)
     }
@@ -269,6 +274,31 @@ fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
     }
 }
 
+fn parse_forget_after(s: &str) -> Result<std::time::Duration, String> {
+    if s.trim() == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    replscope::fault::spec::parse_duration(s).map_err(|e| e.0)
+}
+
+/// HOST:PORT, with a port: a master without one would be dialled on a guess.
+fn parse_master(s: &str) -> Result<String, String> {
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(format!("{s} has no port: give HOST:PORT, e.g. {s}:6379"));
+    };
+    // `::1` alone splits inside the address: IPv6 needs brackets.
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return Err(format!("{s}: write an IPv6 master in brackets with its port, e.g. [::1]:6379"));
+    }
+    if host.is_empty() || host == "[]" {
+        return Err(format!("{s} has no host"));
+    }
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => Err(format!("{s}: {port:?} is not a port (1-65535)")),
+        Ok(_) => Ok(s.to_string()),
+    }
+}
+
 fn parse_backlog(s: &str) -> Result<u64, String> {
     match replscope::size::parse_size(s) {
         Ok(0) => Err(format!("{s} is no backlog (the smallest repl-backlog-size is 16kb)")),
@@ -326,7 +356,12 @@ fn one_line(text: &str) -> String {
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("REPLSCOPE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use std::io::IsTerminal;
+    // Colours are for a person at a terminal, never for a journal or a log file.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),

@@ -68,7 +68,10 @@ fn a_gap_larger_than_the_backlog_is_offset_out_of_range_with_its_size() {
         m.get("replscope_psync_rejected_total", &[("replica", &ep), ("reason", "offset_out_of_range")]),
         Some(1.0)
     );
-    assert_eq!(m.get("replscope_psync_rejected_total", &[("replica", &ep), ("reason", "no_history")]), Some(1.0));
+    // The first sync (`PSYNC ? -1`) asked to resume nothing: it is no refusal.
+    assert_eq!(m.get("replscope_psync_rejected_total", &[("replica", &ep), ("reason", "no_history")]), None);
+    assert_eq!(m.get("replscope_syncs_total", &[("replica", &ep), ("kind", "full")]), Some(2.0));
+    assert_eq!(links.iter().filter(|l| !l["psync_refusal"].is_null()).count(), 1, "only the resume that failed");
     assert_eq!(m.get("replscope_psync_gap_bytes", &[("replica", &ep)]), Some(gap));
     // Judged against the backlog the operator stated, which says so, with a size that would have covered it.
     assert_eq!(

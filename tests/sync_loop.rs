@@ -51,7 +51,7 @@ fn the_output_buffer_loop_is_named_forecast_flagged_and_cleared() {
         doomed_seen |= m.get("replscope_sync_doomed", &[("replica", &ep)]) == Some(1.0);
         max_forecast =
             max_forecast.max(m.get("replscope_sync_buffer_forecast_bytes", &[("replica", &ep)]).unwrap_or(0.0));
-        if m.get("replscope_replication_loop", &[("replica", &ep)]) == Some(1.0) {
+        if m.get("replscope_replication_loop", &[("replica", &ep), ("kind", "full")]) == Some(1.0) {
             break;
         }
         assert!(
@@ -122,7 +122,8 @@ fn the_output_buffer_loop_is_named_forecast_flagged_and_cleared() {
         (replica.info("replication").get("master_link_status").map(String::as_str) == Some("up")).then_some(())
     });
     replica.wait_for("the loop to clear after 60 s of streaming", 90, || {
-        (proxy.metrics().get("replscope_replication_loop", &[("replica", &ep)]) == Some(0.0)).then_some(())
+        (proxy.metrics().get("replscope_replication_loop", &[("replica", &ep), ("kind", "full")]) == Some(0.0))
+            .then_some(())
     });
     load_writer.stop();
 }

@@ -507,7 +507,7 @@ fn the_rdb_rate_is_over_the_last_second_then_the_average() {
     feed(&mut link, 0, &handshake());
     link.on_bytes(M2R, &fullresync(0), ms(10));
     link.on_bytes(M2R, format!("${}\r\n", payload.len()).as_bytes(), ms(1000));
-    assert_eq!(link.rdb_rate(ms(1000)), Some(0.0));
+    assert_eq!(link.rdb_rate(ms(1000)), None, "nothing to time yet");
     // 10 KB per 100 ms for 2 s, then 40 KB per 100 ms: the rate follows the last second.
     let mut sent = 0;
     let mut t = 1000;
@@ -528,4 +528,20 @@ fn the_rdb_rate_is_over_the_last_second_then_the_average() {
     let avg = link.rdb_rate(ms(t + 5000)).expect("average");
     let expected = payload.len() as f64 / ((t - 1000) as f64 / 1000.0);
     assert!((avg - expected).abs() < 1.0, "{avg} vs {expected}");
+}
+
+#[test]
+fn a_cut_transfer_keeps_the_rate_it_had_at_the_close() {
+    let payload = rdb(10_000, Crc::Real);
+    let mut link = FedLink::new(None, ms(0));
+    feed(&mut link, 0, &handshake());
+    link.on_bytes(M2R, &fullresync(0), ms(10));
+    link.on_bytes(M2R, format!("${}\r\n", payload.len()).as_bytes(), ms(1000));
+    for step in 0..20 {
+        link.on_bytes(M2R, &payload[step * 10_000..(step + 1) * 10_000], ms(1100 + step as u64 * 100));
+    }
+    link.on_transport(TransportEvent::Closed { by: ClosedBy::Master, how: CloseHow::Fin }, ms(3000));
+    let at_close = link.rdb_rate(ms(3000)).expect("rate");
+    assert!((at_close - 100_000.0).abs() < 1.0, "10 kB per 100 ms: {at_close}");
+    assert_eq!(link.rdb_rate(ms(60_000)), Some(at_close), "a closed link's rate does not decay");
 }

@@ -53,6 +53,9 @@ crate::labelled! {
         ProxyShutdown => "proxy_shutdown",
         /// A TCP reset nothing above explains.
         NetworkReset => "network_reset",
+        /// A snapshot client (`redis-cli --rdb`, `--replica`) took the whole payload and hung up: the
+        /// normal end, no failure.
+        Completed => "completed",
     }
 }
 

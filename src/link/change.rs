@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::link::history::LoopChange;
+use crate::link::history::{LoopChange, LoopKind};
 use crate::link::{Cause, FaultType, LinkId, Phase, Side, SyncKind};
 use crate::wire::{CommandName, Direction};
 
@@ -94,8 +94,16 @@ pub enum Change {
     LoopChanged {
         /// The replica endpoint.
         replica: String,
+        /// Which loop.
+        kind: LoopKind,
         /// Entered or cleared.
         change: LoopChange,
+    },
+    /// A replica had no open link for the route's forget-after: its record is gone, and with it every
+    /// series that names it.
+    ReplicaForgotten {
+        /// The replica endpoint.
+        replica: String,
     },
     /// An injected fault acted on a link.
     FaultActed {
@@ -126,7 +134,7 @@ impl Change {
             | Change::Diagnosed { link, .. }
             | Change::Settled { link, .. }
             | Change::FaultActed { link, .. } => Some(*link),
-            Change::LoopChanged { .. } => None,
+            Change::LoopChanged { .. } | Change::ReplicaForgotten { .. } => None,
         }
     }
 }

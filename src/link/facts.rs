@@ -20,17 +20,26 @@ pub enum LinkKind {
     Replication,
     /// The RDB channel of a Valkey dual-channel or Redis 8 rdb-channel sync.
     RdbChannel,
+    /// A snapshot client: `redis-cli --rdb` / `--replica` and other tooling that takes the RDB (and
+    /// perhaps the stream) without being a replica (`REPLCONF rdb-only 1`, or SYNC/PSYNC without a
+    /// `listening-port`). Its end after the whole payload is the normal end, not a failure.
+    Snapshot,
     /// A plain client, forwarded without interpretation.
     Client,
 }
 
 impl LinkKind {
+    /// Every kind.
+    pub const ALL: [LinkKind; 5] =
+        [LinkKind::Pending, LinkKind::Replication, LinkKind::RdbChannel, LinkKind::Snapshot, LinkKind::Client];
+
     /// The label value used in metrics and the API.
     pub const fn as_str(self) -> &'static str {
         match self {
             LinkKind::Pending => "pending",
             LinkKind::Replication => "replication",
             LinkKind::RdbChannel => "rdb_channel",
+            LinkKind::Snapshot => "snapshot",
             LinkKind::Client => "client",
         }
     }
@@ -313,6 +322,22 @@ pub struct StreamFacts {
     /// When the master last sent `REPLCONF GETACK` (the only REPLCONF a master streams), if that was its
     /// last command.
     pub getack_last_at: Option<Timestamp>,
+    /// The largest complete command on this connection.
+    pub largest_command: Option<CommandSeen>,
+    /// The least size of a command the master was in the middle of sending at the last read (0 if none):
+    /// at a close, the command it cut.
+    pub pending_command_bytes: u64,
+}
+
+/// A stream command, by name and size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct CommandSeen {
+    /// Its name, over the fixed set.
+    pub name: CommandName,
+    /// Its length in bytes.
+    pub bytes: u64,
+    /// When it was complete.
+    pub at: Timestamp,
 }
 
 impl Default for StreamFacts {
@@ -327,11 +352,18 @@ impl Default for StreamFacts {
             first_command_at: None,
             last_command_at: None,
             getack_last_at: None,
+            largest_command: None,
+            pending_command_bytes: 0,
         }
     }
 }
 
 impl StreamFacts {
+    /// The largest command this connection carried or was cutting when it ended, in bytes.
+    pub fn largest_command_bytes(&self) -> u64 {
+        self.largest_command.map_or(0, |c| c.bytes).max(self.pending_command_bytes)
+    }
+
     /// How many commands of this name were seen.
     pub fn count(&self, name: CommandName) -> u64 {
         self.commands.get(name.index()).copied().unwrap_or(0)

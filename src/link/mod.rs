@@ -31,8 +31,8 @@ use std::time::Duration;
 pub use cause::Cause;
 pub use change::Change;
 pub use facts::{
-    Ack, AuthFacts, Close, DesyncFacts, ErrorReply, Handshake, HandshakeStep, LinkKind, MAX_ERRORS_KEPT, Phase,
-    PhaseChange, RdbFacts, StreamFacts, SyncAnswer, SyncKind, SyncRequest, Traffic,
+    Ack, AuthFacts, Close, CommandSeen, DesyncFacts, ErrorReply, Handshake, HandshakeStep, LinkKind, MAX_ERRORS_KEPT,
+    Phase, PhaseChange, RdbFacts, StreamFacts, SyncAnswer, SyncKind, SyncRequest, Traffic,
 };
 pub use feed::{Fed, FedLink};
 pub use reader::{Decoded, Reader};
@@ -102,7 +102,8 @@ pub struct Link {
     pub rdb: Option<RdbFacts>,
     /// The command stream.
     pub stream: StreamFacts,
-    /// Traffic, indexed by [`Direction::index`].
+    /// Traffic, indexed by [`Direction::index`] (in JSON, an object by direction name).
+    #[serde(serialize_with = "serialize_traffic")]
     pub traffic: [Traffic; 2],
     /// Time forwarding waited on each side, indexed by [`Side::index`].
     #[serde(serialize_with = "serialize_blocked")]
@@ -139,6 +140,15 @@ pub struct Link {
     /// The offset of a dual-channel main channel's second PSYNC.
     #[serde(skip)]
     dual_channel_continue_from: Option<i64>,
+}
+
+fn serialize_traffic<S: serde::Serializer>(t: &[Traffic; 2], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(Some(2))?;
+    for d in Direction::BOTH {
+        map.serialize_entry(d.as_str(), &t[d.index()])?;
+    }
+    map.end()
 }
 
 fn serialize_blocked<S: serde::Serializer>(b: &[Duration; 2], s: S) -> Result<S::Ok, S::Error> {
@@ -217,19 +227,20 @@ impl Link {
     }
 
     /// The RDB transfer rate in bytes per second: over the last second while the payload flows, the
-    /// transfer's average once it is complete, `None` before it starts.
+    /// transfer's average once it is complete, measured up to the close for a transfer cut short (it does
+    /// not decay after), `None` before it starts or for a transfer too quick to time (one read).
     pub fn rdb_rate(&self, now: Timestamp) -> Option<f64> {
         let rdb = self.rdb.as_ref()?;
+        let per_second = |bytes: u64, secs: f64| (secs > 0.0).then(|| bytes as f64 / secs);
         if let Some(done) = rdb.completed_at {
-            let secs = done.since(rdb.started_at).as_secs_f64();
-            return Some(if secs > 0.0 { rdb.transferred as f64 / secs } else { 0.0 });
+            return per_second(rdb.transferred, done.since(rdb.started_at).as_secs_f64());
         }
+        let now = self.close.map_or(now, |c| c.at.min(now));
         let window_start = Timestamp::ZERO.plus(now.since(Timestamp::ZERO).saturating_sub(RATE_WINDOW));
         // The newest sample at least a window old; a younger transfer is measured from its start.
         let (t0, b0) =
             self.rate_samples.iter().rev().find(|(t, _)| *t <= window_start).copied().unwrap_or((rdb.started_at, 0));
-        let secs = now.since(t0).as_secs_f64();
-        Some(if secs > 0.0 { rdb.transferred.saturating_sub(b0) as f64 / secs } else { 0.0 })
+        per_second(rdb.transferred.saturating_sub(b0), now.since(t0).as_secs_f64())
     }
 
     /// Records that an injected fault acted on this link.
@@ -272,6 +283,20 @@ impl Link {
         .then_some(close)
     }
 
+    /// A partial resync the master accepted (`+CONTINUE`) and closed within
+    /// [`history::PARTIAL_DROP_WITHIN`]: one attempt of a partial-resync loop.
+    pub fn dropped_partial_resync(&self) -> Option<history::PartialDrop> {
+        let close = self.close?;
+        let Some(SyncAnswer::Continue { at, .. }) = self.answer else { return None };
+        let after = close.at.since(at);
+        (self.kind == LinkKind::Replication && close.by == ClosedBy::Master && after <= history::PARTIAL_DROP_WITHIN)
+            .then(|| history::PartialDrop {
+                at: close.at,
+                after_ms: u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
+                largest_command_bytes: self.stream.largest_command_bytes(),
+            })
+    }
+
     /// Replica commands still waiting for the master's reply.
     pub fn unanswered_commands(&self) -> usize {
         self.awaiting.len()
@@ -305,6 +330,9 @@ impl Link {
             if count > 0 {
                 self.emit(Change::Commands { link: self.id, name: *name, count });
             }
+        }
+        if d.direction == Direction::MasterToReplica {
+            self.stream.pending_command_bytes = d.stream_pending;
         }
         if let (Some((_, received)), Some(rdb)) = (d.payload_progress, self.rdb.as_mut()) {
             rdb.transferred = received;
@@ -373,8 +401,11 @@ impl Link {
                 }
                 self.advance(Phase::Loading, at);
             }
-            Event::StreamCommand { name, stream_bytes, offset, .. } => {
+            Event::StreamCommand { name, len, stream_bytes, offset } => {
                 let s = &mut self.stream;
+                if s.largest_command.is_none_or(|c| c.bytes < *len) {
+                    s.largest_command = Some(CommandSeen { name: *name, bytes: *len, at });
+                }
                 if let Some(n) = s.commands.get_mut(name.index()) {
                     *n += 1;
                 }
@@ -449,6 +480,15 @@ impl Link {
         }
     }
 
+    /// A sync was asked for: without a `listening-port` (or after `rdb-only 1`) it is a snapshot client,
+    /// not a replica. An RDB channel stays one (Valkey's says `rdb-only 1` too).
+    fn asked_to_sync(&mut self) {
+        self.become_replication();
+        if self.kind == LinkKind::Replication && (self.handshake.rdb_only || self.handshake.listening_port.is_none()) {
+            self.kind = LinkKind::Snapshot;
+        }
+    }
+
     fn on_command(&mut self, command: &ReplicaCommand, at: Timestamp) {
         let step = match command {
             ReplicaCommand::Ping => Some(HandshakeStep::Ping),
@@ -480,7 +520,7 @@ impl Link {
                 }
             }
             ReplicaCommand::Psync { replid, offset, .. } => {
-                self.become_replication();
+                self.asked_to_sync();
                 if self.dual_channel_main {
                     // Step two of a Valkey dual-channel sync (`PSYNC <replid> <$ENDOFF + 1>`): the request and
                     // answer that decided the sync stay; this one only says where the stream resumes.
@@ -491,7 +531,7 @@ impl Link {
                 }
             }
             ReplicaCommand::Sync => {
-                self.become_replication();
+                self.asked_to_sync();
                 self.request = Some(SyncRequest::Sync { at });
                 self.answer = None;
             }
@@ -522,7 +562,15 @@ impl Link {
                 }
             }
             ReplconfOption::GetAck | ReplconfOption::Other(_) => {}
-            ReplconfOption::RdbOnly(on) => h.rdb_only = *on,
+            ReplconfOption::RdbOnly(on) => {
+                h.rdb_only = *on;
+                // Known at once, so a backup started just after a replica dropped is never that replica
+                // coming back.
+                if *on && matches!(self.kind, LinkKind::Pending | LinkKind::Replication) {
+                    self.kind = LinkKind::Snapshot;
+                    return;
+                }
+            }
             ReplconfOption::RdbChannel(on) => {
                 if *on {
                     self.kind = LinkKind::RdbChannel;
@@ -539,7 +587,8 @@ impl Link {
     fn refused(&mut self, master_replid: ReplId, master_offset: i64) {
         if let Some(SyncRequest::Psync { replid, offset, .. }) = self.request {
             let first = self.psync_refusal.is_none();
-            self.psync_refusal = Some(refusal::classify(replid, offset, master_replid, master_offset));
+            let Some(refusal) = refusal::classify(replid, offset, master_replid, master_offset) else { return };
+            self.psync_refusal = Some(refusal);
             if first {
                 self.emit(Change::Refused { link: self.id });
             }

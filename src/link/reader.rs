@@ -17,6 +17,8 @@ pub struct Decoded<'a> {
     pub events: &'a [WireEvent],
     /// The decoder's payload progress after them ([`Decoder::payload_progress`]).
     pub payload_progress: Option<(PayloadFraming, u64)>,
+    /// The least size of a stream command the master is in the middle of sending (0 between commands).
+    pub stream_pending: u64,
 }
 
 /// One connection's decoder (both directions) and its events buffer.
@@ -36,7 +38,13 @@ impl Reader {
     pub fn read(&mut self, direction: Direction, bytes: &[u8], now: Timestamp) -> Decoded<'_> {
         self.events.clear();
         self.decoder.feed(direction, bytes, now, &mut self.events);
-        Decoded { direction, len: bytes.len(), events: &self.events, payload_progress: self.decoder.payload_progress() }
+        Decoded {
+            direction,
+            len: bytes.len(),
+            events: &self.events,
+            payload_progress: self.decoder.payload_progress(),
+            stream_pending: self.decoder.stream_pending_len(),
+        }
     }
 
     /// The events of the last read.

@@ -9,8 +9,9 @@ use crate::wire::{PsyncId, ReplId};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RefusalReason {
-    /// `PSYNC ? -1`: the replica had nothing to resume from (first sync, restart without its replication
-    /// state, a previous protocol error).
+    /// Same id and nothing missing, yet refused: the master kept no history to serve from (its backlog
+    /// was freed after `repl-backlog-ttl` with no replica attached, and its offset stood still since).
+    /// A replica asking `PSYNC ? -1` resumes nothing and is never refused.
     NoHistory,
     /// The master answered with another replication id: it restarted, failed over, or its backlog expired
     /// and was recreated. The gap is meaningless.
@@ -61,19 +62,24 @@ pub struct PsyncRefusal {
     pub backlog_final: bool,
 }
 
-/// Classifies a PSYNC that was answered with a full sync.
-pub fn classify(asked: PsyncId, asked_offset: i64, master_replid: ReplId, master_offset: i64) -> PsyncRefusal {
+/// Classifies a PSYNC that was answered with a full sync; `None` for `PSYNC ? -1`, a first sync that
+/// asked to resume nothing.
+pub fn classify(asked: PsyncId, asked_offset: i64, master_replid: ReplId, master_offset: i64) -> Option<PsyncRefusal> {
     let (reason, asked_replid, gap_bytes) = match asked {
-        PsyncId::Unknown => (RefusalReason::NoHistory, None, None),
+        PsyncId::Unknown => return None,
         PsyncId::Id(id) if id != master_replid => (RefusalReason::ReplidMismatch, Some(id), None),
         PsyncId::Id(id) => {
             let gap = master_offset - (asked_offset - 1);
-            // Refused with nothing missing means the master had no backlog to serve from: out of range.
-            let reason = if gap < 0 { RefusalReason::ReplicaAhead } else { RefusalReason::OffsetOutOfRange };
+            let reason = match gap {
+                ..0 => RefusalReason::ReplicaAhead,
+                // Nothing missing and still refused: the master had no backlog to serve from.
+                0 => RefusalReason::NoHistory,
+                _ => RefusalReason::OffsetOutOfRange,
+            };
             (reason, Some(id), Some(gap))
         }
     };
-    PsyncRefusal {
+    Some(PsyncRefusal {
         reason,
         asked_replid,
         asked_offset,
@@ -83,7 +89,7 @@ pub fn classify(asked: PsyncId, asked_offset: i64, master_replid: ReplId, master
         backlog: None,
         write_rate: None,
         backlog_final: false,
-    }
+    })
 }
 
 #[cfg(test)]
@@ -96,12 +102,17 @@ mod tests {
 
     #[test]
     fn each_reason_with_its_gap() {
-        assert_eq!(classify(PsyncId::Unknown, -1, id('a'), 0).reason, RefusalReason::NoHistory);
-        let r = classify(PsyncId::Id(id('b')), 100, id('a'), 5000);
-        assert_eq!((r.reason, r.gap_bytes), (RefusalReason::ReplidMismatch, None));
-        let r = classify(PsyncId::Id(id('a')), 72, id('a'), 1_048_647);
-        assert_eq!((r.reason, r.gap_bytes), (RefusalReason::OffsetOutOfRange, Some(1_048_576)));
-        let r = classify(PsyncId::Id(id('a')), 9001, id('a'), 5000);
-        assert_eq!((r.reason, r.gap_bytes), (RefusalReason::ReplicaAhead, Some(-4000)));
+        assert_eq!(classify(PsyncId::Unknown, -1, id('a'), 0), None, "a first sync is no refusal");
+        let of = |r: Option<PsyncRefusal>| r.map(|r| (r.reason, r.gap_bytes));
+        assert_eq!(of(classify(PsyncId::Id(id('b')), 100, id('a'), 5000)), Some((RefusalReason::ReplidMismatch, None)));
+        assert_eq!(
+            of(classify(PsyncId::Id(id('a')), 72, id('a'), 1_048_647)),
+            Some((RefusalReason::OffsetOutOfRange, Some(1_048_576)))
+        );
+        assert_eq!(
+            of(classify(PsyncId::Id(id('a')), 9001, id('a'), 5000)),
+            Some((RefusalReason::ReplicaAhead, Some(-4000)))
+        );
+        assert_eq!(of(classify(PsyncId::Id(id('a')), 5001, id('a'), 5000)), Some((RefusalReason::NoHistory, Some(0))));
     }
 }

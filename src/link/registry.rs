@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::link::history::LoopKind;
 use crate::link::settings::ServerSettings;
 use crate::link::write_rate::WriteRate;
 use crate::link::{Change, Decoded, FaultTouch, Link, LinkKind, PairKey, Phase, TransportEvent};
@@ -38,6 +39,8 @@ pub struct Links {
     /// Whether the master is Valkey 8.0 or later (its default backlog is 10mb, not 1mb), as the first RDB
     /// on this route said, or since then the RDB of a link whose refusal was being judged.
     master_valkey_8: Option<bool>,
+    /// How long a replica with no open link is remembered.
+    forget_after: Option<Duration>,
 }
 
 impl Links {
@@ -124,6 +127,7 @@ impl Links {
         let ctx = Context { write_rate: self.write_rate.rate(now), settings: self.settings };
         let mut changed = Vec::new();
         let mut newly_settled = Vec::new();
+        let mut newly_diagnosed = Vec::new();
         for (id, link) in self.links.iter_mut() {
             if link.close.is_some() && link.diagnosis.is_none() && !self.undiagnosable.contains(id) {
                 match rules::classify(link, ctx) {
@@ -134,6 +138,7 @@ impl Links {
                         }
                         link.diagnosis = Some(d);
                         changed.push(*id);
+                        newly_diagnosed.push(*id);
                     }
                     None => {
                         self.undiagnosable.insert(*id);
@@ -213,20 +218,74 @@ impl Links {
             if let Some(close) = link.failed_full_sync()
                 && let Some(change) = self.histories.full_sync_failed(&ep, close.at, d.cause)
             {
-                self.changes.push(Change::LoopChanged { replica: ep, change });
+                self.changes.push(Change::LoopChanged { replica: ep, kind: LoopKind::Full, change });
             }
         }
+        // A partial resync the master dropped soon after accepting it counts at once (it is a fact of the
+        // close, whatever its cause); any other end of the replica's link breaks the row.
+        for id in &newly_diagnosed {
+            let Some(link) = self.links.get(id) else { continue };
+            let Some(ep) = link.replica_endpoint().filter(|_| link.kind == LinkKind::Replication) else { continue };
+            match link.dropped_partial_resync() {
+                Some(drop) => {
+                    if let Some(change) = self.histories.partial_dropped(&ep, drop) {
+                        self.changes.push(Change::LoopChanged { replica: ep, kind: LoopKind::Partial, change });
+                    }
+                }
+                None => self.histories.partial_row_broken(&ep),
+            }
+        }
+        let mut cleared = Vec::new();
         for link in self.links.values() {
             if link.kind == LinkKind::Replication
                 && link.close.is_none()
                 && link.phase() == Phase::Streaming
                 && let (Some(ep), Some(since)) = (link.replica_endpoint(), link.phase_at(Phase::Streaming))
-                && let Some(change) = self.histories.streaming(&ep, since, now)
             {
-                self.changes.push(Change::LoopChanged { replica: ep, change });
+                for (kind, change) in self.histories.streaming(&ep, since, now) {
+                    cleared.push(Change::LoopChanged { replica: ep.clone(), kind, change });
+                }
             }
         }
+        self.changes.extend(cleared);
+        self.forget_replicas(now);
         changed
+    }
+
+    /// Notes which replicas have an open link, and forgets those that have had none (and no closed link
+    /// still settling) for the forget-after.
+    fn forget_replicas(&mut self, now: Timestamp) {
+        let mut open: HashMap<String, bool> = HashMap::new();
+        for link in self.links.values() {
+            if link.kind != LinkKind::Replication {
+                continue;
+            }
+            if let Some(ep) = link.replica_endpoint() {
+                // A closed link still waiting for its cause keeps its replica as if open.
+                let settling =
+                    link.diagnosis.as_ref().is_none_or(|d| !d.settled) && !self.undiagnosable.contains(&link.id);
+                *open.entry(ep).or_default() |= link.close.is_none() || settling;
+            }
+        }
+        let known: Vec<String> = self.histories.iter().map(|(r, _)| r.clone()).collect();
+        for replica in known {
+            let is_open = open.remove(&replica).unwrap_or(false);
+            self.histories.seen(&replica, is_open, now);
+        }
+        for (replica, is_open) in open {
+            self.histories.seen(&replica, is_open, now);
+        }
+        if let Some(after) = self.forget_after {
+            for replica in self.histories.forget(now, after) {
+                self.changes.push(Change::ReplicaForgotten { replica });
+            }
+        }
+    }
+
+    /// Forgets a replica (its record, and through the observers its series) once it has had no open link
+    /// for `after`; never, by default.
+    pub fn set_forget_after(&mut self, after: Option<Duration>) {
+        self.forget_after = after;
     }
 
     /// The per-replica records.

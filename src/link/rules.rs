@@ -197,6 +197,17 @@ pub const RULES: &[Rule] = &[
     Rule { cause: Cause::ProxyShutdown, when: |f| f.by(ClosedBy::Proxy), settles: Settlement::AtOnce, cites: nothing },
     Rule { cause: Cause::ChecksumMismatch, when: |f| f.checksum_mismatch, settles: Settlement::AtOnce, cites: nothing },
     Rule {
+        // A backup or `redis-cli --replica` that took the whole payload and hung up: the normal end.
+        cause: Cause::Completed,
+        when: |f| {
+            f.link.kind == LinkKind::Snapshot
+                && f.by(ClosedBy::Replica)
+                && f.link.rdb.as_ref().is_some_and(|r| r.completed_at.is_some())
+        },
+        settles: Settlement::AtOnce,
+        cites: nothing,
+    },
+    Rule {
         cause: Cause::HandshakeRejected,
         when: |f| f.close.phase == Phase::Handshake && f.handshake_error.is_some(),
         settles: Settlement::AtOnce,
@@ -300,7 +311,7 @@ pub fn needs_diagnosis(link: &Link) -> bool {
         && match link.kind {
             LinkKind::Client => false,
             LinkKind::RdbChannel => link.rdb.as_ref().is_none_or(|r| r.completed_at.is_none()),
-            LinkKind::Pending | LinkKind::Replication => true,
+            LinkKind::Pending | LinkKind::Replication | LinkKind::Snapshot => true,
         }
 }
 

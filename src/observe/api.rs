@@ -1,4 +1,5 @@
-//! The JSON shape of `/api/links`: each link's whole story with its id, route, replica and peer.
+//! The JSON shape of `/api/links`: each link's whole story with its id, route, replica and peer, every
+//! event time both as the core counts it (microseconds since the proxy started) and as wall-clock time.
 
 use crate::link::{Link, LinkId};
 use crate::time::Timestamp;
@@ -61,5 +62,65 @@ impl<'a> LinkView<'a> {
             refusal_explanation: link.psync_refusal.as_ref().map(crate::observe::explain::refusal),
             link,
         }
+    }
+}
+
+/// Where the core's clock started on the wall clock: turns its timestamps into RFC 3339 times.
+#[derive(Clone, Copy, Debug)]
+pub struct WallClock {
+    /// The wall-clock time of [`Timestamp::ZERO`].
+    pub epoch: std::time::SystemTime,
+}
+
+impl WallClock {
+    /// `at` as an RFC 3339 time (UTC, microseconds).
+    pub fn rfc3339(&self, at: Timestamp) -> String {
+        let wall = self.epoch + std::time::Duration::from_micros(at.as_micros());
+        humantime::format_rfc3339_micros(wall).to_string()
+    }
+
+    /// Gives every event time in `value` (a key `at`, or ending in `_at` or `_since`, holding the core's
+    /// microseconds) a sibling with `_rfc3339` appended to its key.
+    pub fn annotate(&self, value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                let times: Vec<(String, String)> = map
+                    .iter()
+                    .filter(|(k, _)| *k == "at" || k.ends_with("_at") || k.ends_with("_since"))
+                    .filter_map(|(k, v)| {
+                        Some((format!("{k}_rfc3339"), self.rfc3339(Timestamp::from_micros(v.as_u64()?))))
+                    })
+                    .collect();
+                for v in map.values_mut() {
+                    self.annotate(v);
+                }
+                for (k, t) in times {
+                    map.insert(k, serde_json::Value::String(t));
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(|v| self.annotate(v)),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_event_time_gets_its_wall_clock_twin() {
+        let clock = WallClock { epoch: std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_796_342_400) };
+        let mut v = serde_json::json!({
+            "opened_at": 1_500_000,
+            "phases": [{"phase": "handshake", "at": 0}],
+            "loop_since": null,
+            "age_seconds": 3.0,
+        });
+        clock.annotate(&mut v);
+        assert_eq!(v["opened_at_rfc3339"], "2026-12-04T00:00:01.500000Z");
+        assert_eq!(v["phases"][0]["at_rfc3339"], "2026-12-04T00:00:00.000000Z");
+        assert!(v.get("loop_since_rfc3339").is_none() && v.get("age_seconds_rfc3339").is_none());
+        assert_eq!(v["opened_at"], 1_500_000, "the core's time stays");
     }
 }

@@ -127,10 +127,21 @@ pub fn explain(link: &Link, d: &Diagnosis, record: Option<&ReplicaHistory>) -> S
             })
         }
         Cause::ProxyShutdown => "replscope stopped and closed the link".into(),
+        Cause::Completed => format!(
+            "a snapshot client (a backup with redis-cli --rdb, or redis-cli --replica) took the whole {} payload and hung up: \
+             the normal end, nothing to fix",
+            human_bytes(e.rdb_size.or(e.rdb_bytes).unwrap_or(0) as f64)
+        ),
         Cause::NetworkReset => format!(
             "{by}'s side sent a TCP reset that nothing else explains: look for a firewall or load balancer dropping idle or long connections, or a crashed process"
         ),
     };
+    if let Some(r) = record
+        && r.in_partial_loop
+        && link.dropped_partial_resync().is_some()
+    {
+        text.push_str(&format!(". Attempt {} of a partial-resync loop", r.partial_drops.len()));
+    }
     if let Some(r) = record
         && r.in_loop
         && matches!(
@@ -148,13 +159,37 @@ pub fn explain(link: &Link, d: &Diagnosis, record: Option<&ReplicaHistory>) -> S
     text
 }
 
+/// The partial-resync loop of a replica, in plain words: the pattern, the largest command at each drop,
+/// and what would break it; `limit` is the output-buffer limit in force.
+pub fn partial_loop(h: &ReplicaHistory, limit: &SettingUsed) -> String {
+    let largest: Vec<String> = h.partial_drops.iter().map(|d| human_bytes(d.largest_command_bytes as f64)).collect();
+    let biggest = h.partial_drops.iter().map(|d| d.largest_command_bytes).max().unwrap_or(0);
+    let span = h.partial_span().as_secs_f64();
+    let within = if span < 90.0 { format!("{span:.0} s") } else { format!("{:.0} minutes", span / 60.0) };
+    let mut s = format!(
+        "partial-resync loop: the master accepted {} partial resyncs in a row (+CONTINUE) within {within} and closed each \
+         within {} s; the largest stream command before each close: {}",
+        h.partial_drops.len(),
+        crate::link::history::PARTIAL_DROP_WITHIN.as_secs(),
+        largest.join(", ")
+    );
+    s.push_str(&format!(
+        ". With {} in force, a command that large (or the backlog resent after +CONTINUE) overflows the replica's output \
+         buffer as soon as it is queued; it will not stop by itself: raise the hard limit above {}mb, or stop writing \
+         values that large",
+        limit.describe(),
+        suggest_mb(biggest as f64 * 2.0)
+    ));
+    s
+}
+
 /// Why a partial resync was refused, in plain words, with its numbers and what to change where a
 /// setting decides it.
 pub fn refusal(r: &PsyncRefusal) -> String {
     match (r.reason, r.gap_bytes) {
         (RefusalReason::NoHistory, _) => {
-            "the replica had no history to resume (PSYNC ? -1): a first sync, or a replica restarted \
-             without its replication state; a full sync is expected"
+            "the replica asked to resume exactly where the master stands, and the master still refused: it kept no \
+             backlog to serve from (freed after repl-backlog-ttl with no replica attached); raise repl-backlog-ttl, or 0 to keep it"
                 .to_string()
         }
         (RefusalReason::ReplidMismatch, _) => format!(
@@ -317,7 +352,8 @@ mod tests {
 
     fn refused(gap: i64, backlog: Option<u64>, write_rate: Option<f64>) -> PsyncRefusal {
         let id = crate::wire::ReplId::parse(b"8f3a1c0e9b7d6a5f4e3d2c1b0a9f8e7d6c5b4a39").expect("40 hex");
-        let mut r = crate::link::refusal::classify(crate::wire::PsyncId::Id(id), 1001, id, 1000 + gap);
+        let mut r = crate::link::refusal::classify(crate::wire::PsyncId::Id(id), 1001, id, 1000 + gap)
+            .expect("a PSYNC with an id is refused");
         let settings = ServerSettings { backlog, ..Default::default() };
         r.backlog = Some(settings.backlog(false).1);
         r.write_rate = write_rate;

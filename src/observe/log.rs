@@ -2,7 +2,8 @@
 //! carrying that phase's facts; a WARN line when a replication link ends (who, how, in which phase, and
 //! why, as the caller explains it) or a decoder gives up.
 
-use crate::link::{ClosedBy, DesyncFacts, Link, LinkId, LinkKind, Phase, SyncAnswer, SyncRequest};
+use crate::link::history::{LoopChange, LoopKind, ReplicaHistory};
+use crate::link::{Cause, ClosedBy, DesyncFacts, Link, LinkId, LinkKind, Phase, SyncAnswer, SyncRequest};
 use crate::observe::words::{human_bytes, short, trailer_words};
 use crate::wire::{PayloadFraming, PsyncId};
 
@@ -46,15 +47,12 @@ pub fn phase_facts(link: &Link, phase: Phase) -> String {
         Phase::Loading => match &link.rdb {
             Some(rdb) => {
                 let secs = rdb.completed_at.map_or(0.0, |d| d.since(rdb.started_at).as_secs_f64());
-                let rate = if secs > 0.0 { rdb.transferred as f64 / secs } else { 0.0 };
+                let rate = link.rdb_rate(rdb.completed_at.unwrap_or(rdb.started_at));
+                let rate = rate.map_or(String::new(), |r| format!(", {}/s", human_bytes(r)));
                 let check = trailer_words(rdb.trailer);
                 let version = rdb.server_version().map(|v| format!(", written by {v}")).unwrap_or_default();
                 let took = if secs < 10.0 { format!("{secs:.3} s") } else { format!("{secs:.1} s") };
-                format!(
-                    "RDB done: {} in {took}, {}/s, {check}{version}",
-                    human_bytes(rdb.transferred as f64),
-                    human_bytes(rate)
-                )
+                format!("RDB done: {} in {took}{rate}, {check}{version}", human_bytes(rdb.transferred as f64))
             }
             None => "payload complete".into(),
         },
@@ -114,44 +112,41 @@ pub fn phase_entered(route: &str, id: LinkId, link: &Link, phase: Phase) {
     tracing::info!(route, link = id.0, replica, kind = link.kind.as_str(), phase = phase.as_str(), "{facts}");
 }
 
-/// Logs the end of a link, with its explanation.
-pub fn closed(route: &str, id: LinkId, link: &Link, explanation: Option<&str>) {
-    let replica = link.replica_endpoint().unwrap_or_else(|| "-".into());
-    let Some(c) = &link.close else { return };
-    let facts = close_facts(link);
-    match &link.diagnosis {
-        None => tracing::debug!(route, link = id.0, kind = link.kind.as_str(), "{facts}"),
-        Some(d) => {
-            let cause = d.cause.as_str();
-            let settled = if d.settled { "" } else { " (first answer)" };
-            let why = explanation.map(|w| format!(" — {w}")).unwrap_or_default();
-            tracing::warn!(
-                route,
-                link = id.0,
-                replica,
-                kind = link.kind.as_str(),
-                phase = c.phase.as_str(),
-                cause,
-                "{facts}: {cause}{settled}{why}"
-            );
-        }
-    }
+/// Logs the end of a link that needs no diagnosis (a plain client, a health probe).
+pub fn closed(route: &str, id: LinkId, link: &Link) {
+    tracing::debug!(route, link = id.0, kind = link.kind.as_str(), "{}", close_facts(link));
 }
 
-/// Logs a diagnosis that later facts changed.
-pub fn settled(route: &str, id: LinkId, link: &Link, d: &crate::link::cause::Diagnosis) {
+/// Logs that a replication link ended and its cause is not settled yet: the facts only, at INFO (what
+/// later facts may still change is not stated before they happen).
+pub fn cause_pending(route: &str, id: LinkId, link: &Link) {
     let replica = link.replica_endpoint().unwrap_or_else(|| "-".into());
-    let why = d.evidence.later.join("; ");
+    let Some(c) = &link.close else { return };
     tracing::info!(
         route,
         link = id.0,
         replica,
-        cause = d.cause.as_str(),
-        "cause settled: {} (first: {}){}",
-        d.cause.as_str(),
-        d.first.as_str(),
-        if why.is_empty() { String::new() } else { format!(": {why}") }
+        kind = link.kind.as_str(),
+        phase = c.phase.as_str(),
+        "ended: {}; cause pending",
+        close_facts(link)
     );
+}
+
+/// Logs the settled cause of a link that ended, with its explanation: once per link, at WARN (at INFO
+/// for a snapshot client's normal end).
+pub fn ended(route: &str, id: LinkId, link: &Link, explanation: &str) {
+    let replica = link.replica_endpoint().unwrap_or_else(|| "-".into());
+    let (Some(c), Some(d)) = (&link.close, &link.diagnosis) else { return };
+    let facts = close_facts(link);
+    let cause = d.cause.as_str();
+    let later = if d.evidence.later.is_empty() { String::new() } else { format!(" ({})", d.evidence.later.join("; ")) };
+    let (kind, phase) = (link.kind.as_str(), c.phase.as_str());
+    if d.cause == Cause::Completed {
+        tracing::info!(route, link = id.0, replica, kind, phase, cause, "{facts}: {cause} — {explanation}");
+    } else {
+        tracing::warn!(route, link = id.0, replica, kind, phase, cause, "{facts}: {cause}{later} — {explanation}");
+    }
 }
 
 /// Logs why a partial resync was refused, as the caller explains it.
@@ -182,32 +177,45 @@ pub fn desync(route: &str, id: LinkId, link: &Link, d: &DesyncFacts) {
     );
 }
 
-/// Logs a replica entering or leaving a replication loop.
+/// Logs a replica entering or leaving a replication loop; `limit` is the output-buffer limit in force.
 pub fn replication_loop(
     route: &str,
     replica: &str,
-    change: crate::link::history::LoopChange,
-    h: &crate::link::history::ReplicaHistory,
+    kind: LoopKind,
+    change: LoopChange,
+    h: &ReplicaHistory,
+    limit: &crate::link::settings::SettingUsed,
 ) {
-    match change {
-        crate::link::history::LoopChange::Entered => {
+    let loop_kind = kind.as_str();
+    match (change, kind) {
+        (LoopChange::Entered, LoopKind::Full) => {
             let cause = h.dominant_cause().map_or("unknown", |c| c.as_str());
             tracing::warn!(
                 route,
                 replica,
+                loop_kind,
                 cause,
                 "replication loop: {} full syncs in a row failed before streaming, within {:.1} min, mostly {cause}; it will not stop by itself",
                 h.failed_full_syncs.len(),
                 h.span().as_secs_f64() / 60.0
             );
         }
-        crate::link::history::LoopChange::Cleared => {
+        (LoopChange::Entered, LoopKind::Partial) => {
+            tracing::warn!(route, replica, loop_kind, "{}", crate::observe::explain::partial_loop(h, limit));
+        }
+        (LoopChange::Cleared, _) => {
             tracing::info!(
                 route,
                 replica,
-                "replication loop over: a sync has streamed for {} s",
+                loop_kind,
+                "{loop_kind} replication loop over: a sync has streamed for {} s",
                 crate::link::history::LOOP_CLEARS_AFTER.as_secs()
             );
         }
     }
+}
+
+/// Logs a replica forgotten after a while with no open link.
+pub fn forgotten(route: &str, replica: &str) {
+    tracing::info!(route, replica, "no link from this replica for the forget-after: its record and series are dropped");
 }

@@ -9,41 +9,22 @@
 //! Adding a metric: declare it (`const X: Counter<2> = Counter::new("replscope_…_total", "…", ["route",
 //! "replica"]);`) where it is emitted, and emit it there (`self.count(&X, [route, replica], 1)`).
 
-use std::collections::{HashMap, HashSet};
-use std::fmt::Write as _;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use metrics::{Key, KeyName, Label, Level, Metadata, Recorder, SharedString, Unit};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
-
+use crate::link::history::LoopKind;
 use crate::link::settings::ServerSettings;
 use crate::link::{Change, FaultType, Link, LinkId, LinkKind, Links, Phase, Side, SyncKind, SyncRequest};
+use crate::observe::series::{Def, Series};
 use crate::observe::words::closer;
 use crate::time::Timestamp;
 use crate::wire::Direction;
 
-/// Histogram buckets for durations, in seconds: a millisecond to four hours.
-pub const DURATION_BUCKETS: &[f64] = &[
-    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
-    3600.0, 7200.0, 14400.0,
-];
+pub use crate::observe::series::DURATION_BUCKETS;
 
 /// The label used when a link has not announced its listening port (yet).
 pub const UNKNOWN_REPLICA: &str = "unknown";
-
-/// A metric's declaration: name, help text, unit and label names.
-#[derive(Clone, Copy, Debug)]
-pub struct Def<const N: usize> {
-    /// The name.
-    pub name: &'static str,
-    /// The help text.
-    pub help: &'static str,
-    /// The unit, when it is bytes or seconds.
-    pub unit: Option<Unit>,
-    /// The label names, in the order values are given.
-    pub labels: [&'static str; N],
-}
 
 macro_rules! def_kind {
     ($(#[$m:meta])* $name:ident) => {
@@ -54,17 +35,12 @@ macro_rules! def_kind {
         impl<const N: usize> $name<N> {
             /// Declares it.
             pub const fn new(name: &'static str, help: &'static str, labels: [&'static str; N]) -> Self {
-                $name(Def { name, help, unit: None, labels })
+                $name(Def { name, help, labels })
             }
 
-            /// In bytes.
-            pub const fn bytes(self) -> Self {
-                $name(Def { unit: Some(Unit::Bytes), ..self.0 })
-            }
-
-            /// In seconds.
-            pub const fn seconds(self) -> Self {
-                $name(Def { unit: Some(Unit::Seconds), ..self.0 })
+            /// Its name.
+            pub const fn name(&self) -> &'static str {
+                self.0.name
             }
         }
     };
@@ -82,12 +58,6 @@ def_kind!(
     /// A histogram.
     Histogram
 );
-def_kind!(
-    /// A counter of seconds, which `metrics` (integer counters) cannot hold: kept and rendered here.
-    FloatCounter
-);
-
-static METADATA: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
 
 /// Counts held back for a link that has not announced its replica endpoint yet, so they are not counted
 /// under a label it will never use again (a link that ends unannounced is `unknown`).
@@ -110,6 +80,8 @@ struct ReplicaGauges {
     ack_at: Option<Timestamp>,
     /// The size of the last complete RDB, standing in for an EOF-framed one in the forecast.
     last_complete_rdb: Option<u64>,
+    /// The last refused PSYNC's gap.
+    psync_gap: Option<i64>,
 }
 
 impl ReplicaGauges {
@@ -135,14 +107,9 @@ impl ReplicaGauges {
 /// One route's metrics.
 pub struct Metrics {
     route: Arc<str>,
-    recorder: PrometheusRecorder,
-    handle: PrometheusHandle,
-    /// The metrics whose help was given to the recorder.
-    described: HashSet<&'static str>,
+    series: Series,
     held: HashMap<LinkId, Held>,
     replicas: HashMap<String, ReplicaGauges>,
-    /// [`WRITE_BLOCKED`] by (replica, side).
-    blocked_total: HashMap<(String, Side), f64>,
     /// `--assume-output-buffer-limit`, for [`SYNC_DOOMED`] (only a stated limit dooms a sync).
     assumed_limit: Option<crate::link::forecast::OutputBufferLimit>,
 }
@@ -167,14 +134,12 @@ const FORWARDED: Counter<3> = Counter::new(
     "replscope_forwarded_bytes_total",
     "Bytes forwarded, by direction.",
     ["route", "replica", "direction"],
-)
-.bytes();
-const WRITE_BLOCKED: FloatCounter<3> = FloatCounter::new(
+);
+const WRITE_BLOCKED: Counter<3> = Counter::new(
     "replscope_write_blocked_seconds_total",
     "Time forwarding waited on a side that was not reading.",
     ["route", "replica", "side"],
-)
-.seconds();
+);
 const STREAM_COMMANDS: Counter<2> = Counter::new(
     "replscope_stream_commands_total",
     "Stream commands by name (a fixed set; the rest is other).",
@@ -191,8 +156,7 @@ const PSYNC_GAP: Gauge<2> = Gauge::new(
     "replscope_psync_gap_bytes",
     "The last refused PSYNC's gap: FULLRESYNC offset minus the replica's offset (same replication id).",
     ["route", "replica"],
-)
-.bytes();
+);
 const CHECKSUM_FAILURES: Counter<2> = Counter::new(
     "replscope_rdb_checksum_failures_total",
     "RDB trailers that did not match the bytes forwarded.",
@@ -216,20 +180,19 @@ const FAULT_ACTIONS: Counter<2> = Counter::new(
     ["route", "kind"],
 );
 const BGSAVE_WAIT: Histogram<1> =
-    Histogram::new("replscope_bgsave_wait_seconds", "FULLRESYNC to the first payload byte.", ["route"]).seconds();
+    Histogram::new("replscope_bgsave_wait_seconds", "FULLRESYNC to the first payload byte.", ["route"]);
 const RDB_TRANSFER: Histogram<1> =
-    Histogram::new("replscope_rdb_transfer_seconds", "Completed RDB transfers.", ["route"]).seconds();
+    Histogram::new("replscope_rdb_transfer_seconds", "Completed RDB transfers.", ["route"]);
 const REPLICA_LOAD: Histogram<1> =
-    Histogram::new("replscope_replica_load_seconds", "Payload complete to the replica's first ACK.", ["route"])
-        .seconds();
+    Histogram::new("replscope_replica_load_seconds", "Payload complete to the replica's first ACK.", ["route"]);
 const FULL_SYNC: Histogram<1> =
-    Histogram::new("replscope_full_sync_seconds", "PSYNC to streaming, for completed full syncs.", ["route"]).seconds();
+    Histogram::new("replscope_full_sync_seconds", "PSYNC to streaming, for completed full syncs.", ["route"]);
 
 const BUILD_INFO: Gauge<1> =
     Gauge::new("replscope_build_info", "Always 1; the version label says which build.", ["version"]);
 const LINKS: Gauge<2> = Gauge::new(
     "replscope_links",
-    "Open connections by kind: replication, rdb_channel, client, pending.",
+    "Open connections by kind: replication, rdb_channel, snapshot, client, pending.",
     ["route", "kind"],
 );
 const LINK_PHASE: Gauge<3> = Gauge::new(
@@ -241,14 +204,12 @@ const RDB_SIZE: Gauge<2> = Gauge::new(
     "replscope_rdb_size_bytes",
     "RDB size announced by $<len> for the current or last transfer (EOF framing: the real size once known).",
     ["route", "replica"],
-)
-.bytes();
+);
 const RDB_TRANSFERRED: Gauge<2> = Gauge::new(
     "replscope_rdb_transferred_bytes",
     "RDB bytes forwarded in the current or last transfer.",
     ["route", "replica"],
-)
-.bytes();
+);
 const RDB_RATE: Gauge<2> = Gauge::new(
     "replscope_rdb_transfer_rate_bytes_per_second",
     "RDB transfer rate: over the last second during a transfer, the last transfer's average after it.",
@@ -258,26 +219,24 @@ const MASTER_OFFSET: Gauge<2> = Gauge::new(
     "replscope_master_offset_bytes",
     "The master's replication offset, from the wire.",
     ["route", "replica"],
-)
-.bytes();
+);
 const ACK_OFFSET: Gauge<2> =
-    Gauge::new("replscope_replica_ack_offset_bytes", "The last REPLCONF ACK offset.", ["route", "replica"]).bytes();
+    Gauge::new("replscope_replica_ack_offset_bytes", "The last REPLCONF ACK offset.", ["route", "replica"]);
 const LAG: Gauge<2> =
-    Gauge::new("replscope_replica_lag_bytes", "Master offset minus the last ACK offset.", ["route", "replica"]).bytes();
+    Gauge::new("replscope_replica_lag_bytes", "Master offset minus the last ACK offset.", ["route", "replica"]);
 const ACK_AGE: Gauge<2> =
-    Gauge::new("replscope_replica_ack_age_seconds", "Time since the last REPLCONF ACK.", ["route", "replica"])
-        .seconds();
-const REPLICATION_LOOP: Gauge<2> = Gauge::new(
+    Gauge::new("replscope_replica_ack_age_seconds", "Time since the last REPLCONF ACK.", ["route", "replica"]);
+const REPLICATION_LOOP: Gauge<3> = Gauge::new(
     "replscope_replication_loop",
-    "1 while the replica is in a replication loop: 3 full syncs in a row within 30 min failed before streaming.",
-    ["route", "replica"],
+    "1 while the replica is in a replication loop: full (3 full syncs in a row within 30 min failed before streaming) \
+     or partial (3 partial resyncs in a row within 10 min dropped by the master within 60 s).",
+    ["route", "replica", "kind"],
 );
 const SYNC_BUFFER_FORECAST: Gauge<2> = Gauge::new(
     "replscope_sync_buffer_forecast_bytes",
     "During a full sync: bytes that will have piled up for the replica on the master when the transfer ends (0 otherwise).",
     ["route", "replica"],
-)
-.bytes();
+);
 const SYNC_DOOMED: Gauge<2> = Gauge::new(
     "replscope_sync_doomed",
     "1 while the forecast exceeds the assumed client-output-buffer-limit replica (--assume-output-buffer-limit).",
@@ -291,57 +250,34 @@ const WRITE_RATE: Gauge<1> = Gauge::new(
 const FAULTS_ACTIVE: Gauge<2> =
     Gauge::new("replscope_faults_active", "Injected faults in force, by kind.", ["route", "kind"]);
 
-fn labels<const N: usize>(def: &Def<N>, values: [&str; N]) -> Key {
-    let labels: Vec<Label> = def.labels.iter().zip(values).map(|(k, v)| Label::new(*k, v.to_string())).collect();
-    Key::from_parts(def.name, labels)
-}
-
 impl Metrics {
-    /// The metrics of `route`, with its own recorder; full syncs are judged doomed against the
-    /// `client-output-buffer-limit replica` the operator stated, if any.
+    /// The metrics of `route`; full syncs are judged doomed against the `client-output-buffer-limit
+    /// replica` the operator stated, if any.
     pub fn new(route: &str, settings: ServerSettings) -> Self {
-        let recorder = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), DURATION_BUCKETS)
-            .map(PrometheusBuilder::build_recorder)
-            .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
-        let handle = recorder.handle();
-        let mut metrics = Metrics {
+        Metrics {
             route: route.into(),
-            recorder,
-            handle,
-            described: HashSet::new(),
+            series: Series::new(),
             held: HashMap::new(),
             replicas: HashMap::new(),
-            blocked_total: HashMap::new(),
             assumed_limit: settings.output_buffer_limit,
-        };
-        metrics.set(&BUILD_INFO, [env!("CARGO_PKG_VERSION")], 1.0);
-        metrics
-    }
-
-    fn describe<const N: usize>(
-        &mut self,
-        def: &Def<N>,
-        describe: impl FnOnce(&PrometheusRecorder, KeyName, Option<Unit>, SharedString),
-    ) {
-        if self.described.insert(def.name) {
-            describe(&self.recorder, KeyName::from_const_str(def.name), def.unit, SharedString::const_str(def.help));
         }
     }
 
     fn count<const N: usize>(&mut self, m: &Counter<N>, values: [&str; N], n: u64) {
-        self.describe(&m.0, |r, k, u, h| r.describe_counter(k, u, h));
-        self.recorder.register_counter(&labels(&m.0, values), &METADATA).increment(n);
+        self.series.add(&m.0, values, n as f64);
     }
 
     fn set<const N: usize>(&mut self, m: &Gauge<N>, values: [&str; N], v: f64) {
-        self.describe(&m.0, |r, k, u, h| r.describe_gauge(k, u, h));
-        self.recorder.register_gauge(&labels(&m.0, values), &METADATA).set(v);
+        self.series.set(&m.0, values, v);
     }
 
     fn record<const N: usize>(&mut self, m: &Histogram<N>, values: [&str; N], v: f64) {
-        self.describe(&m.0, |r, k, u, h| r.describe_histogram(k, u, h));
-        self.recorder.register_histogram(&labels(&m.0, values), &METADATA).record(v);
+        self.series.observe(&m.0, values, v);
+    }
+
+    /// Whether any series names this replica.
+    pub fn knows_replica(&self, replica: &str) -> bool {
+        self.series.has_labelled("replica", replica) || self.replicas.contains_key(replica)
     }
 
     /// Takes one change of the model; `links` as they are after it.
@@ -362,7 +298,7 @@ impl Metrics {
                 None => self.held.entry(*id).or_default().bytes[direction.index()] += bytes,
             },
             Change::WriteBlocked { link: id, side, duration } => match &replica {
-                Some(r) => *self.blocked_total.entry((r.clone(), *side)).or_default() += duration.as_secs_f64(),
+                Some(r) => self.series.add(&WRITE_BLOCKED.0, [route, r, side_label(*side)], duration.as_secs_f64()),
                 None => self.held.entry(*id).or_default().blocked[side.index()] += *duration,
             },
             Change::Commands { name, count, .. } => self.count(&STREAM_COMMANDS, [route, name.as_str()], *count),
@@ -382,7 +318,7 @@ impl Metrics {
                     let ep = endpoint(l);
                     self.count(&PSYNC_REJECTED, [route, &ep, r.reason.as_str()], 1);
                     if let Some(gap) = r.gap_bytes {
-                        self.set(&PSYNC_GAP, [route, &ep], gap as f64);
+                        self.replicas.entry(ep).or_default().psync_gap = Some(gap);
                     }
                 }
             }
@@ -400,7 +336,8 @@ impl Metrics {
                     if l.failed_full_sync().is_some() {
                         self.count(&FULL_SYNC_FAILURES, [route, &ep, cause.as_str()], 1);
                     }
-                    if is_replica(l) || l.connect_error.is_some() {
+                    let cut_snapshot = l.kind == LinkKind::Snapshot && *cause != crate::link::Cause::Completed;
+                    if is_replica(l) || l.connect_error.is_some() || cut_snapshot {
                         let labels = [route, &ep, closer(close.by), close.phase.as_str(), cause.as_str()];
                         self.count(&DISCONNECTS, labels, 1);
                     }
@@ -412,6 +349,10 @@ impl Metrics {
                 }
             }
             Change::FaultActed { kind, .. } => self.count(&FAULT_ACTIONS, [route, kind.as_str()], 1),
+            Change::ReplicaForgotten { replica } => {
+                self.series.drop_labelled("replica", replica);
+                self.replicas.remove(replica);
+            }
             Change::Closed { .. } | Change::Diagnosed { .. } | Change::LoopChanged { .. } => {}
         }
         if let (Some(id), Some(l), Some(ep)) = (link_id, link, replica)
@@ -431,8 +372,8 @@ impl Metrics {
         }
         for side in [Side::Master, Side::Replica] {
             if !held.blocked[side.index()].is_zero() {
-                *self.blocked_total.entry((replica.to_string(), side)).or_default() +=
-                    held.blocked[side.index()].as_secs_f64();
+                let secs = held.blocked[side.index()].as_secs_f64();
+                self.series.add(&WRITE_BLOCKED.0, [&route, replica, side_label(side)], secs);
             }
         }
     }
@@ -468,10 +409,13 @@ impl Metrics {
         }
     }
 
-    /// Renders every metric in the Prometheus text format, the gauges computed from `links` at `now`.
+    /// Renders every metric in the Prometheus text format, the gauges computed from `links` at `now`:
+    /// a gauge that does not apply now (the ACK age of a replica with no open link) is absent.
     pub fn render(&mut self, links: &Links, faults: &HashMap<FaultType, u64>, now: Timestamp) -> String {
         let route = Arc::clone(&self.route);
         let route = &*route;
+        self.series.clear_gauges();
+        self.set(&BUILD_INFO, [env!("CARGO_PKG_VERSION")], 1.0);
         let mut by_kind: HashMap<LinkKind, u64> = HashMap::new();
         for (_, link) in links.iter() {
             if link.close.is_none() {
@@ -489,23 +433,47 @@ impl Metrics {
             }
         }
         let write_rate = links.write_rate(now);
-        // The forecast of each replica in a full sync; 0 for the others.
-        let mut forecasts: Vec<(String, f64, Option<bool>)> = Vec::new();
-        for (replica, g) in &self.replicas {
+        let replicas: Vec<(String, ReplicaGauges)> =
+            self.replicas.iter().map(|(r, g)| (r.clone(), g.clone())).collect();
+        for (replica, g) in &replicas {
+            let labels = [route, replica.as_str()];
             let live = g.link.and_then(|id| links.get(id)).filter(|l| l.close.is_none());
+            // The forecast of a replica in a full sync; 0 for the others.
             let f =
                 live.and_then(|l| crate::link::forecast::sync_buffer_forecast(l, write_rate, g.last_complete_rdb, now));
-            let doomed = self.assumed_limit.map(|lim| f.is_some_and(|f| lim.exceeded_by(f.bytes, f.seconds)));
-            forecasts.push((replica.clone(), f.map_or(0.0, |f| f.bytes), doomed));
-        }
-        for (replica, bytes, doomed) in &forecasts {
-            self.set(&SYNC_BUFFER_FORECAST, [route, replica], *bytes);
-            if let Some(d) = doomed {
-                self.set(&SYNC_DOOMED, [route, replica], if *d { 1.0 } else { 0.0 });
+            self.set(&SYNC_BUFFER_FORECAST, labels, f.map_or(0.0, |f| f.bytes));
+            if let Some(lim) = self.assumed_limit {
+                let doomed = f.is_some_and(|f| lim.exceeded_by(f.bytes, f.seconds));
+                self.set(&SYNC_DOOMED, labels, if doomed { 1.0 } else { 0.0 });
+            }
+            if let Some(current) = g.phase {
+                for phase in Phase::ALL {
+                    let v = if phase == current { 1.0 } else { 0.0 };
+                    self.set(&LINK_PHASE, [route, replica, phase.as_str()], v);
+                }
+            }
+            let values = [
+                (&RDB_SIZE, g.rdb_size.map(|v| v as f64)),
+                (&RDB_TRANSFERRED, g.rdb_transferred.map(|v| v as f64)),
+                (&RDB_RATE, g.rdb_rate),
+                (&MASTER_OFFSET, g.master_offset.map(|v| v as f64)),
+                (&ACK_OFFSET, g.ack_offset.map(|v| v as f64)),
+                (&LAG, g.master_offset.zip(g.ack_offset).map(|(m, a)| (m - a) as f64)),
+                (&PSYNC_GAP, g.psync_gap.map(|v| v as f64)),
+                // Rising without an open link would say nothing but how long ago it left.
+                (&ACK_AGE, g.ack_at.filter(|_| live.is_some()).map(|at| now.since(at).as_secs_f64())),
+            ];
+            for (gauge, value) in values {
+                if let Some(v) = value {
+                    self.set(gauge, labels, v);
+                }
             }
         }
         for (replica, h) in links.histories().iter() {
-            self.set(&REPLICATION_LOOP, [route, replica], if h.in_loop { 1.0 } else { 0.0 });
+            for kind in LoopKind::ALL {
+                let v = if h.in_loop_of(*kind) { 1.0 } else { 0.0 };
+                self.set(&REPLICATION_LOOP, [route, replica, kind.as_str()], v);
+            }
         }
         if let Some(rate) = write_rate {
             self.set(&WRITE_RATE, [route], rate);
@@ -514,69 +482,26 @@ impl Metrics {
             let n = faults.get(kind).copied().unwrap_or(0);
             self.set(&FAULTS_ACTIVE, [route, kind.as_str()], n as f64);
         }
-        for kind in [LinkKind::Replication, LinkKind::RdbChannel, LinkKind::Client, LinkKind::Pending] {
+        for kind in LinkKind::ALL {
             let n = by_kind.get(&kind).copied().unwrap_or(0);
             self.set(&LINKS, [route, kind.as_str()], n as f64);
         }
-        let replicas: Vec<(String, ReplicaGauges)> =
-            self.replicas.iter().map(|(r, g)| (r.clone(), g.clone())).collect();
-        for (replica, g) in &replicas {
-            let labels = [route, replica.as_str()];
-            if let Some(current) = g.phase {
-                for phase in Phase::ALL {
-                    let v = if phase == current { 1.0 } else { 0.0 };
-                    self.set(&LINK_PHASE, [route, replica, phase.as_str()], v);
-                }
-            }
-            if let Some(v) = g.rdb_size {
-                self.set(&RDB_SIZE, labels, v as f64);
-            }
-            if let Some(v) = g.rdb_transferred {
-                self.set(&RDB_TRANSFERRED, labels, v as f64);
-            }
-            if let Some(v) = g.rdb_rate {
-                self.set(&RDB_RATE, labels, v);
-            }
-            if let Some(v) = g.master_offset {
-                self.set(&MASTER_OFFSET, labels, v as f64);
-            }
-            if let Some(v) = g.ack_offset {
-                self.set(&ACK_OFFSET, labels, v as f64);
-            }
-            if let (Some(m), Some(a)) = (g.master_offset, g.ack_offset) {
-                self.set(&LAG, labels, (m - a) as f64);
-            }
-            if let Some(at) = g.ack_at {
-                self.set(&ACK_AGE, labels, now.since(at).as_secs_f64());
-            }
-        }
-        let mut out = self.handle.render();
-        let def = WRITE_BLOCKED.0;
-        let _ = writeln!(out, "# HELP {} {}\n# TYPE {} counter", def.name, def.help, def.name);
-        let mut blocked: Vec<_> = self.blocked_total.iter().collect();
-        blocked.sort_by(|a, b| a.0.0.cmp(&b.0.0).then(a.0.1.index().cmp(&b.0.1.index())));
-        for ((replica, side), secs) in blocked {
-            let side = match side {
-                Side::Master => "master",
-                Side::Replica => "replica",
-            };
-            let values = [route, replica.as_str(), side];
-            let labels: Vec<String> =
-                def.labels.iter().zip(values).map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
-            let _ = writeln!(out, "{}{{{}}} {secs}", def.name, labels.join(","));
-        }
+        let mut out = String::new();
+        self.series.render(&mut out);
         out
+    }
+}
+
+fn side_label(side: Side) -> &'static str {
+    match side {
+        Side::Master => "master",
+        Side::Replica => "replica",
     }
 }
 
 /// A link's replica label for counters counted when it is known to be a replica's.
 fn endpoint(link: &Link) -> String {
     link.replica_endpoint().unwrap_or_else(|| UNKNOWN_REPLICA.to_string())
-}
-
-/// Escapes a label value for the Prometheus text format.
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 #[cfg(test)]

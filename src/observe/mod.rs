@@ -6,6 +6,8 @@ pub mod explain;
 pub mod log;
 pub mod metrics;
 pub mod observer;
+pub mod process;
+pub mod series;
 pub mod table;
 pub mod text;
 pub mod words;

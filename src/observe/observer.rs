@@ -14,13 +14,14 @@ use crate::time::Timestamp;
 /// Logs and metrics for one route.
 pub struct Observer {
     route: String,
+    settings: ServerSettings,
     metrics: Metrics,
 }
 
 impl Observer {
     /// The observer of `route`; full syncs are judged doomed against the limit the operator stated.
     pub fn new(route: &str, settings: ServerSettings) -> Self {
-        Observer { route: route.to_string(), metrics: Metrics::new(route, settings) }
+        Observer { route: route.to_string(), settings, metrics: Metrics::new(route, settings) }
     }
 
     /// Takes one change; `links` as they are after the update that made it.
@@ -31,9 +32,14 @@ impl Observer {
 
     fn log(&self, change: &Change, links: &Links) {
         let route = self.route.as_str();
-        if let Change::LoopChanged { replica, change } = change {
+        if let Change::LoopChanged { replica, kind, change } = change {
             let record = links.histories().get(replica).cloned().unwrap_or_default();
-            log::replication_loop(route, replica, *change, &record);
+            let limit = self.settings.output_buffer_limit().1;
+            log::replication_loop(route, replica, *kind, *change, &record, &limit);
+            return;
+        }
+        if let Change::ReplicaForgotten { replica } = change {
+            log::forgotten(route, replica);
             return;
         }
         let Some(id) = change.link() else { return };
@@ -50,17 +56,15 @@ impl Observer {
                     log::desync(route, id, link, d);
                 }
             }
-            // Links that need no diagnosis end here; the others when diagnosed, with why.
-            Change::Closed { .. } if link.kind == LinkKind::Client || is_probe(link) => {
-                log::closed(route, id, link, None)
+            // Links that need no diagnosis end here; the others once their cause is settled, with why.
+            Change::Closed { .. } if link.kind == LinkKind::Client || is_probe(link) => log::closed(route, id, link),
+            Change::Diagnosed { .. } if link.diagnosis.as_ref().is_some_and(|d| !d.settled) => {
+                log::cause_pending(route, id, link)
             }
-            Change::Diagnosed { .. } => {
-                let why = link.diagnosis.as_ref().map(|d| explain::explain(link, d, None));
-                log::closed(route, id, link, why.as_deref());
-            }
-            Change::Settled { cause, first, .. } if cause != first => {
+            Change::Settled { .. } => {
                 if let Some(d) = &link.diagnosis {
-                    log::settled(route, id, link, d);
+                    let record = link.replica_endpoint().and_then(|ep| links.histories().get(&ep));
+                    log::ended(route, id, link, &explain::explain(link, d, record));
                 }
             }
             Change::FaultActed { fault, kind, action, .. } => log::fault_acted(route, id, link, *fault, *kind, action),

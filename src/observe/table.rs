@@ -113,9 +113,7 @@ pub fn render(links: &serde_json::Value) -> String {
     let shown: Vec<&&serde_json::Value> = open.iter().chain(closed.iter()).collect();
     for (row, link) in rows.iter().zip(shown) {
         out += &line(row);
-        if let Some(why) =
-            link["refusal_explanation"].as_str().filter(|_| link["psync_refusal"]["reason"] != "no_history")
-        {
+        if let Some(why) = link["refusal_explanation"].as_str() {
             out += &format!("    ↳ partial resync refused: {why}\n");
         }
         if let Some(why) = link["explanation"].as_str().filter(|_| link["open"] != true) {

@@ -48,7 +48,9 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.route.render_metrics()).into_response()
+    let mut text = s.route.render_metrics();
+    crate::observe::process::render(&mut text);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 
 async fn links(State(s): State<AppState>) -> Response {

@@ -43,6 +43,8 @@ pub struct ProxyConfig {
     pub faults: Vec<crate::fault::FaultSpec>,
     /// The master's settings as the operator states them (`--assume-*`).
     pub settings: crate::link::settings::ServerSettings,
+    /// How long a replica with no open link keeps its record and series (`None`: for ever).
+    pub forget_after: Option<Duration>,
 }
 
 impl std::fmt::Debug for ProxyConfig {
@@ -58,6 +60,7 @@ impl std::fmt::Debug for ProxyConfig {
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
             .field("faults", &self.faults)
             .field("settings", &self.settings)
+            .field("forget_after", &self.forget_after)
             .finish()
     }
 }
@@ -123,6 +126,7 @@ impl Proxy {
             return Err(ProxyError::FaultsUnprotected { addr: http_addr });
         }
         let route = Arc::new(Route::with_settings(&config.name, config.settings));
+        route.set_forget_after(config.forget_after);
         for spec in &config.faults {
             route.add_fault(spec.clone());
         }
@@ -165,6 +169,10 @@ impl Proxy {
             http = %http_addr,
             "replscope proxy ready"
         );
+        // The name is resolved again for every connection; one that does not resolve now is worth saying.
+        if let Err(e) = tokio::net::lookup_host(config.master.as_str()).await {
+            tracing::warn!(route = route.name(), master = %config.master, error = %e, "the master's address does not resolve (yet); replicas cannot be served until it does");
+        }
         let master: Arc<str> = Arc::from(config.master.as_str());
         let mut conns = JoinSet::new();
         // Diagnoses settle with time (a replica that does not come back has left): look every second.

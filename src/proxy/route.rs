@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::fault::{Fault, FaultSpec, Faults, Plan};
 use crate::link::settings::ServerSettings;
 use crate::link::{Change, Link, LinkId, Links, Reader, TransportEvent};
-use crate::observe::api::LinkView;
+use crate::observe::api::{LinkView, WallClock};
 use crate::observe::observer::Observer;
 use crate::time::Timestamp;
 use crate::wire::Direction;
@@ -56,6 +56,8 @@ struct Inner {
 pub struct Route {
     name: String,
     epoch: Instant,
+    /// The wall-clock time of `epoch`, for the API's RFC 3339 times.
+    wall: WallClock,
     inner: Mutex<Inner>,
     /// Whether any fault is in force: read on every chunk without taking the lock.
     faults_present: AtomicBool,
@@ -72,6 +74,7 @@ impl Route {
         Route {
             name: name.to_string(),
             epoch: Instant::now(),
+            wall: WallClock { epoch: std::time::SystemTime::now() },
             inner: Mutex::new(Inner {
                 links: Links::with_settings(settings),
                 peers: HashMap::new(),
@@ -84,6 +87,11 @@ impl Route {
             }),
             faults_present: AtomicBool::new(false),
         }
+    }
+
+    /// Forgets a replica (its record and series) once it has had no open link for `after`.
+    pub fn set_forget_after(&self, after: Option<Duration>) {
+        self.lock().links.set_forget_after(after);
     }
 
     /// The route's name.
@@ -303,13 +311,16 @@ impl Route {
                 .links
                 .iter()
                 .map(|(id, link)| {
-                    view(id, &self.name, inner.peers.get(&id).copied(), link, now, self.explain(link, histories))
+                    let explanation = self.explain(link, histories);
+                    view(id, &self.name, inner.peers.get(&id).copied(), link, now, explanation, &self.wall)
                 })
                 .collect();
             let closed: Vec<ClosedLink> = inner.closed.iter().chain(&inner.closed_others).cloned().collect();
             (open, closed)
         };
-        views.extend(closed.iter().map(|c| view(c.id, &self.name, c.peer, &c.link, now, c.explanation.clone())));
+        views.extend(
+            closed.iter().map(|c| view(c.id, &self.name, c.peer, &c.link, now, c.explanation.clone(), &self.wall)),
+        );
         views.sort_by_key(|v| v["id"].as_u64());
         serde_json::Value::Array(views)
     }
@@ -322,13 +333,18 @@ impl Route {
             .histories()
             .iter()
             .map(|(replica, h)| {
-                serde_json::json!({
+                let mut v = serde_json::json!({
                     "replica": replica,
                     "in_loop": h.in_loop,
                     "loop_since": h.loop_since,
                     "dominant_cause": h.dominant_cause().map(|c| c.as_str()),
                     "failed_full_syncs": h.failed_full_syncs.iter().map(|(at, c)| serde_json::json!({"at": at, "cause": c.as_str()})).collect::<Vec<_>>(),
-                })
+                    "in_partial_loop": h.in_partial_loop,
+                    "partial_loop_since": h.partial_loop_since,
+                    "partial_drops": h.partial_drops,
+                });
+                self.wall.annotate(&mut v);
+                v
             })
             .collect();
         v.sort_by(|a, b| a["replica"].as_str().cmp(&b["replica"].as_str()));
@@ -342,11 +358,11 @@ impl Route {
             let inner = self.lock();
             if let Some(link) = inner.links.get(id) {
                 let explanation = self.explain(link, inner.links.histories());
-                return Some(view(id, &self.name, inner.peers.get(&id).copied(), link, now, explanation));
+                return Some(view(id, &self.name, inner.peers.get(&id).copied(), link, now, explanation, &self.wall));
             }
             inner.closed.iter().chain(&inner.closed_others).find(|c| c.id == id).cloned()
         }?;
-        Some(view(closed.id, &self.name, closed.peer, &closed.link, now, closed.explanation))
+        Some(view(closed.id, &self.name, closed.peer, &closed.link, now, closed.explanation, &self.wall))
     }
 
     fn explain(&self, link: &Link, histories: &crate::link::history::Histories) -> Option<String> {
@@ -363,9 +379,12 @@ fn view(
     link: &Link,
     now: Timestamp,
     explanation: Option<String>,
+    wall: &WallClock,
 ) -> serde_json::Value {
-    serde_json::to_value(LinkView::new(id, route, peer.map(|p| p.to_string()), link, now, explanation))
-        .unwrap_or_else(|e| serde_json::json!({ "id": id, "error": e.to_string() }))
+    let mut v = serde_json::to_value(LinkView::new(id, route, peer.map(|p| p.to_string()), link, now, explanation))
+        .unwrap_or_else(|e| serde_json::json!({ "id": id, "error": e.to_string() }));
+    wall.annotate(&mut v);
+    v
 }
 
 /// Hands the changes the links made to the observer, oldest first.

@@ -87,6 +87,11 @@ impl Decoder {
         self.replies.stream_progress()
     }
 
+    /// The least size of an incomplete stream command the master is in the middle of sending (0 if none).
+    pub fn stream_pending_len(&self) -> u64 {
+        self.replies.stream_pending_len()
+    }
+
     /// Whether the decoder gave up on a direction.
     pub fn is_opaque(&self, direction: Direction) -> bool {
         match direction {

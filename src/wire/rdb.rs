@@ -66,13 +66,19 @@ impl RdbHeader {
     }
 }
 
+/// A 64-bit checksum as 16 hex digits: JSON numbers lose integers past 2^53 in most readers.
+fn hex64<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{v:016x}"))
+}
+
 /// The outcome of the trailer check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case", tag = "status")]
 pub enum TrailerCheck {
     /// The trailer matched the bytes forwarded.
     Ok {
-        /// The checksum.
+        /// The checksum (hex in JSON: 64 bits do not survive a JSON number).
+        #[serde(serialize_with = "hex64")]
         crc: u64,
     },
     /// The trailer was all zeros: the writer did not compute it (`rdbchecksum no`).
@@ -80,8 +86,10 @@ pub enum TrailerCheck {
     /// The trailer did not match.
     Mismatch {
         /// What the trailer said.
+        #[serde(serialize_with = "hex64")]
         expected: u64,
         /// What the bytes hash to.
+        #[serde(serialize_with = "hex64")]
         computed: u64,
     },
     /// The payload did not end in `0xFF` + 8 bytes (cut short, or not a complete RDB).

@@ -84,6 +84,15 @@ impl ReplyDecoder {
         }
     }
 
+    /// The least size of the incomplete stream command at the end of what was fed (0 between commands or
+    /// before the stream).
+    pub fn stream_pending_len(&self) -> u64 {
+        match &self.state {
+            State::Stream(f) => f.pending_len(),
+            _ => 0,
+        }
+    }
+
     /// Whether the decoder gave up on this direction.
     pub fn is_opaque(&self) -> bool {
         matches!(self.state, State::Opaque)

@@ -90,6 +90,18 @@ impl StreamFramer {
         self.cmd_len
     }
 
+    /// The least the incomplete command at the end of what was fed will measure, from the bulk lengths
+    /// read so far (0 between commands): what a close in its middle cut.
+    pub fn pending_len(&self) -> u64 {
+        match self.state {
+            State::Start => 0,
+            State::Body { remaining } => self.cmd_len.saturating_add(remaining).saturating_add(2),
+            State::BodyCr => self.cmd_len + 2,
+            State::BodyLf => self.cmd_len + 1,
+            _ => self.cmd_len,
+        }
+    }
+
     /// Frames `input`. On a byte no command can contain, returns how many bytes were consumed before it
     /// and why; the caller stops decoding this direction.
     pub fn feed(&mut self, input: &[u8], mut emit: impl FnMut(StreamItem)) -> Result<(), (usize, DesyncReason)> {

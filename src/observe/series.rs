@@ -1,0 +1,250 @@
+//! The series of one route's metrics, held here rather than in a global recorder so that the series of
+//! a replica that is gone can be dropped with it, and rendered in the Prometheus text format (0.0.4).
+//!
+//! A family is declared once ([`Def`]: name, help, label names); its series are keyed by their label
+//! values in the declared order. Counters only grow, gauges are set, histograms observe into the
+//! duration buckets. Nothing here knows what the metrics mean.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// Histogram buckets for durations, in seconds: a millisecond to four hours.
+pub const DURATION_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
+    3600.0, 7200.0, 14400.0,
+];
+
+/// A metric family's declaration: name, help text and label names.
+#[derive(Clone, Copy, Debug)]
+pub struct Def<const N: usize> {
+    /// The name (base units in it: `_bytes`, `_seconds`, `_total`).
+    pub name: &'static str,
+    /// The help text.
+    pub help: &'static str,
+    /// The label names, in the order values are given.
+    pub labels: [&'static str; N],
+}
+
+/// What a family is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Type {
+    /// Only grows (until its series is dropped).
+    Counter,
+    /// Set to the value of the moment.
+    Gauge,
+    /// Observations counted into [`DURATION_BUCKETS`].
+    Histogram,
+}
+
+impl Type {
+    fn as_str(self) -> &'static str {
+        match self {
+            Type::Counter => "counter",
+            Type::Gauge => "gauge",
+            Type::Histogram => "histogram",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Value {
+    Number(f64),
+    Histogram { buckets: Vec<u64>, sum: f64, count: u64 },
+}
+
+#[derive(Debug)]
+struct Family {
+    help: &'static str,
+    kind: Type,
+    labels: Vec<&'static str>,
+    series: BTreeMap<Vec<String>, Value>,
+}
+
+/// Every series of one route.
+#[derive(Debug, Default)]
+pub struct Series {
+    families: BTreeMap<&'static str, Family>,
+}
+
+impl Series {
+    /// No series.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn family<const N: usize>(&mut self, def: &Def<N>, kind: Type) -> &mut Family {
+        self.families.entry(def.name).or_insert_with(|| Family {
+            help: def.help,
+            kind,
+            labels: def.labels.to_vec(),
+            series: BTreeMap::new(),
+        })
+    }
+
+    fn slot<const N: usize>(&mut self, def: &Def<N>, kind: Type, values: [&str; N]) -> &mut Value {
+        let key: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+        let family = self.family(def, kind);
+        family.series.entry(key).or_insert_with(|| match kind {
+            Type::Histogram => Value::Histogram { buckets: vec![0; DURATION_BUCKETS.len()], sum: 0.0, count: 0 },
+            _ => Value::Number(0.0),
+        })
+    }
+
+    /// Adds `n` to a counter.
+    pub fn add<const N: usize>(&mut self, def: &Def<N>, values: [&str; N], n: f64) {
+        if let Value::Number(v) = self.slot(def, Type::Counter, values) {
+            *v += n;
+        }
+    }
+
+    /// Sets a gauge.
+    pub fn set<const N: usize>(&mut self, def: &Def<N>, values: [&str; N], n: f64) {
+        if let Value::Number(v) = self.slot(def, Type::Gauge, values) {
+            *v = n;
+        }
+    }
+
+    /// Observes a value into a histogram.
+    pub fn observe<const N: usize>(&mut self, def: &Def<N>, values: [&str; N], x: f64) {
+        if let Value::Histogram { buckets, sum, count } = self.slot(def, Type::Histogram, values) {
+            for (bound, n) in DURATION_BUCKETS.iter().zip(buckets.iter_mut()) {
+                if x <= *bound {
+                    *n += 1;
+                }
+            }
+            *sum += x;
+            *count += 1;
+        }
+    }
+
+    /// Drops every gauge series (the gauges are computed afresh at each scrape).
+    pub fn clear_gauges(&mut self) {
+        for family in self.families.values_mut().filter(|f| f.kind == Type::Gauge) {
+            family.series.clear();
+        }
+    }
+
+    /// Drops every series whose label `name` has the value `value`; how many.
+    pub fn drop_labelled(&mut self, name: &str, value: &str) -> usize {
+        let mut dropped = 0;
+        for family in self.families.values_mut() {
+            let Some(i) = family.labels.iter().position(|l| *l == name) else { continue };
+            let before = family.series.len();
+            family.series.retain(|key, _| key.get(i).is_none_or(|v| v != value));
+            dropped += before - family.series.len();
+        }
+        dropped
+    }
+
+    /// Whether any series has the label `name` with the value `value`.
+    pub fn has_labelled(&self, name: &str, value: &str) -> bool {
+        self.families
+            .values()
+            .any(|f| f.labels.iter().position(|l| *l == name).is_some_and(|i| f.series.keys().any(|k| k[i] == value)))
+    }
+
+    /// Appends every family that has a series, in the text format.
+    pub fn render(&self, out: &mut String) {
+        for (name, family) in &self.families {
+            if family.series.is_empty() {
+                continue;
+            }
+            let _ = writeln!(out, "# HELP {name} {}", escape_help(family.help));
+            let _ = writeln!(out, "# TYPE {name} {}", family.kind.as_str());
+            for (key, value) in &family.series {
+                let labels = label_text(&family.labels, key);
+                match value {
+                    Value::Number(v) => {
+                        let _ = writeln!(out, "{name}{} {}", braces(&labels), number(*v));
+                    }
+                    Value::Histogram { buckets, sum, count } => {
+                        for (bound, n) in DURATION_BUCKETS.iter().zip(buckets) {
+                            let le = format!("le=\"{}\"", number(*bound));
+                            let _ = writeln!(out, "{name}_bucket{} {n}", braces(&join(&labels, &le)));
+                        }
+                        let _ = writeln!(out, "{name}_bucket{} {count}", braces(&join(&labels, "le=\"+Inf\"")));
+                        let _ = writeln!(out, "{name}_sum{} {}", braces(&labels), number(*sum));
+                        let _ = writeln!(out, "{name}_count{} {count}", braces(&labels));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn label_text(names: &[&str], values: &[String]) -> String {
+    names.iter().zip(values).map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect::<Vec<_>>().join(",")
+}
+
+fn join(a: &str, b: &str) -> String {
+    if a.is_empty() { b.to_string() } else { format!("{a},{b}") }
+}
+
+fn braces(labels: &str) -> String {
+    if labels.is_empty() { String::new() } else { format!("{{{labels}}}") }
+}
+
+/// A sample value as the text format spells it.
+pub fn number(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf".into() } else { "-Inf".into() }
+    } else {
+        format!("{v}")
+    }
+}
+
+/// Escapes a label value.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Escapes help text.
+fn escape_help(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const C: Def<2> = Def { name: "t_total", help: "A counter.", labels: ["route", "replica"] };
+    const G: Def<1> = Def { name: "t_gauge", help: "A gauge.", labels: ["replica"] };
+    const H: Def<1> = Def { name: "t_seconds", help: "A histogram.", labels: ["route"] };
+
+    #[test]
+    fn renders_the_text_format_and_drops_a_replica_everywhere() {
+        let mut s = Series::new();
+        s.add(&C, ["r", "a:1"], 2.0);
+        s.add(&C, ["r", "a:1"], 3.0);
+        s.add(&C, ["r", "b\"2"], 1.0);
+        s.set(&G, ["a:1"], 0.5);
+        s.observe(&H, ["r"], 0.02);
+        s.observe(&H, ["r"], 7.0);
+        let mut out = String::new();
+        s.render(&mut out);
+        for line in [
+            "# HELP t_total A counter.",
+            "# TYPE t_total counter",
+            "t_total{route=\"r\",replica=\"a:1\"} 5",
+            "t_total{route=\"r\",replica=\"b\\\"2\"} 1",
+            "t_gauge{replica=\"a:1\"} 0.5",
+            "# TYPE t_seconds histogram",
+            "t_seconds_bucket{route=\"r\",le=\"0.01\"} 0",
+            "t_seconds_bucket{route=\"r\",le=\"0.025\"} 1",
+            "t_seconds_bucket{route=\"r\",le=\"10\"} 2",
+            "t_seconds_bucket{route=\"r\",le=\"+Inf\"} 2",
+            "t_seconds_sum{route=\"r\"} 7.02",
+            "t_seconds_count{route=\"r\"} 2",
+        ] {
+            assert!(out.lines().any(|l| l == line), "missing {line:?} in\n{out}");
+        }
+        assert_eq!(s.drop_labelled("replica", "a:1"), 2);
+        assert!(!s.has_labelled("replica", "a:1"));
+        let mut out = String::new();
+        s.render(&mut out);
+        assert!(!out.contains("a:1") && !out.contains("t_gauge"), "{out}");
+        assert!(out.contains("t_seconds_count"), "other labels stay: {out}");
+    }
+}
