@@ -25,6 +25,8 @@ pub const LOOP_WINDOW: Duration = Duration::from_secs(30 * 60);
 pub const PARTIAL_LOOP_WINDOW: Duration = Duration::from_secs(10 * 60);
 /// A `+CONTINUE` link the master closes within this long of accepting it counts toward a partial loop.
 pub const PARTIAL_DROP_WITHIN: Duration = Duration::from_secs(60);
+/// The most attempts a record keeps of each kind (the newest): enough to show the pattern.
+pub const ATTEMPTS_KEPT: usize = 16;
 /// Streaming this long means the replica made it through (past any output-buffer soft-limit window).
 pub const LOOP_CLEARS_AFTER: Duration = Duration::from_secs(60);
 
@@ -127,7 +129,9 @@ impl Histories {
     pub fn full_sync_failed(&mut self, replica: &str, at: Timestamp, cause: Cause) -> Option<LoopChange> {
         let h = self.by_replica.entry(replica.to_string()).or_default();
         h.failed_full_syncs.push_back((at, cause));
-        while h.failed_full_syncs.front().is_some_and(|(t, _)| at.since(*t) > LOOP_WINDOW) {
+        while h.failed_full_syncs.len() > ATTEMPTS_KEPT
+            || h.failed_full_syncs.front().is_some_and(|(t, _)| at.since(*t) > LOOP_WINDOW)
+        {
             h.failed_full_syncs.pop_front();
         }
         if !h.in_loop && h.failed_full_syncs.len() >= LOOP_ATTEMPTS {
@@ -142,7 +146,9 @@ impl Histories {
     pub fn partial_dropped(&mut self, replica: &str, drop: PartialDrop) -> Option<LoopChange> {
         let h = self.by_replica.entry(replica.to_string()).or_default();
         h.partial_drops.push_back(drop);
-        while h.partial_drops.front().is_some_and(|d| drop.at.since(d.at) > PARTIAL_LOOP_WINDOW) {
+        while h.partial_drops.len() > ATTEMPTS_KEPT
+            || h.partial_drops.front().is_some_and(|d| drop.at.since(d.at) > PARTIAL_LOOP_WINDOW)
+        {
             h.partial_drops.pop_front();
         }
         if !h.in_partial_loop && h.partial_drops.len() >= LOOP_ATTEMPTS {

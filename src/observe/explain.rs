@@ -162,23 +162,31 @@ pub fn explain(link: &Link, d: &Diagnosis, record: Option<&ReplicaHistory>) -> S
 /// The partial-resync loop of a replica, in plain words: the pattern, the largest command at each drop,
 /// and what would break it; `limit` is the output-buffer limit in force.
 pub fn partial_loop(h: &ReplicaHistory, limit: &SettingUsed) -> String {
-    let largest: Vec<String> = h.partial_drops.iter().map(|d| human_bytes(d.largest_command_bytes as f64)).collect();
     let biggest = h.partial_drops.iter().map(|d| d.largest_command_bytes).max().unwrap_or(0);
     let span = h.partial_span().as_secs_f64();
     let within = if span < 90.0 { format!("{span:.0} s") } else { format!("{:.0} minutes", span / 60.0) };
     let mut s = format!(
         "partial-resync loop: the master accepted {} partial resyncs in a row (+CONTINUE) within {within} and closed each \
-         within {} s; the largest stream command before each close: {}",
+         within {} s",
         h.partial_drops.len(),
         crate::link::history::PARTIAL_DROP_WITHIN.as_secs(),
-        largest.join(", ")
     );
+    if biggest == 0 {
+        s.push_str(
+            "; no stream command reached the replica before any of the closes: the master dropped the link as soon as it \
+             queued what it owed (the backlog since the replica's offset, a large write)",
+        );
+    } else {
+        let largest: Vec<String> =
+            h.partial_drops.iter().map(|d| human_bytes(d.largest_command_bytes as f64)).collect();
+        s.push_str(&format!("; the largest stream command before each close: {}", largest.join(", ")));
+    }
     s.push_str(&format!(
-        ". With {} in force, a command that large (or the backlog resent after +CONTINUE) overflows the replica's output \
-         buffer as soon as it is queued; it will not stop by itself: raise the hard limit above {}mb, or stop writing \
+        ". With {} in force, what a resumed replica is owed overflows its output buffer on the master as soon as it is \
+         queued; it will not stop by itself: raise the hard limit above the largest values written{}, or stop writing \
          values that large",
         limit.describe(),
-        suggest_mb(biggest as f64 * 2.0)
+        if biggest > 0 { format!(" (at least {}mb)", suggest_mb(biggest as f64 * 2.0)) } else { String::new() }
     ));
     s
 }
