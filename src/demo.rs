@@ -195,7 +195,7 @@ pub fn run(server: Option<PathBuf>, every: u64, duration: Option<u64>, scenario:
         println!(
             "  the master's client-output-buffer-limit replica is 8mb 4mb 5, the link does 4 MiB/s (a replscope fault), the master \
              takes ~1.5 MB/s of writes: each full sync of its 64 MB is killed mid-transfer. Watch replscope name it, forecast it \
-             and flag the loop; then the demo removes the slow link. Ctrl-C stops.\n"
+             and flag the loop; then the demo removes the slow link, and ends once the replica has recovered. Ctrl-C stops.\n"
         );
     } else {
         println!(
@@ -262,6 +262,11 @@ pub fn run(server: Option<PathBuf>, every: u64, duration: Option<u64>, scenario:
             println!("{}", table::render(&route.links_json()));
             println!("demo: the full sync completed at full speed; the loop clears after 60 s of streaming.\n");
             recovered = true;
+        }
+        if recovered && route.replicas_json().as_array().is_some_and(|r| r.iter().all(|r| r["in_loop"] != true)) {
+            println!("{}", table::render(&route.links_json()));
+            println!("demo: the replica has streamed for 60 s and the loop is over: it recovered. Done.\n");
+            break;
         }
         if !looping && !killed && started.elapsed() >= Duration::from_secs(10) {
             println!("demo: CLIENT KILL TYPE replica on the master\n");

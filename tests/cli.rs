@@ -70,6 +70,24 @@ fn bad_input_is_one_line_and_exit_2() {
             "replscope: invalid value '10' for '--buffer <BUFFER>': 10 is outside",
         ),
         (vec!["frobnicate"], "replscope: unrecognized subcommand 'frobnicate'"),
+        (
+            vec!["proxy", "--master", "redis-main.internal"],
+            "replscope: invalid value 'redis-main.internal' for '--master <MASTER>': redis-main.internal has no port: \
+             give HOST:PORT, e.g. redis-main.internal:6379",
+        ),
+        (
+            vec!["proxy", "--master", "::1"],
+            "replscope: invalid value '::1' for '--master <MASTER>': ::1: write an IPv6",
+        ),
+        (
+            vec!["proxy", "--master", "m:0"],
+            "replscope: invalid value 'm:0' for '--master <MASTER>': m:0: \"0\" is not a port",
+        ),
+        (
+            vec!["proxy", "--master", "m:1", "--forget-after", "soon"],
+            "replscope: invalid value 'soon' for '--forget-after",
+        ),
+        (vec!["links", "--http", "https://127.0.0.1:1"], "replscope: https://127.0.0.1:1: only http://"),
     ] {
         let (code, out, err) = replscope(&args);
         assert_eq!((code, out.as_str()), (2, ""), "{args:?}");
@@ -115,8 +133,35 @@ fn proxy_help_shows_examples_and_defaults() {
 fn links_without_a_proxy_is_one_line_and_exit_2() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
     let addr = format!("127.0.0.1:{port}");
-    let (code, out, err) = replscope(&["links", "--http", &addr]);
-    assert_eq!((code, out.as_str()), (2, ""));
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.starts_with(&format!("replscope: no proxy API at {addr}")), "{err}");
+    for given in [addr.clone(), format!("http://{addr}"), format!("http://{addr}/api/links")] {
+        let (code, out, err) = replscope(&["links", "--http", &given]);
+        assert_eq!((code, out.as_str()), (2, ""));
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.starts_with(&format!("replscope: no proxy API at {addr}")), "{given}: {err}");
+    }
+}
+
+#[test]
+fn a_master_that_does_not_resolve_is_a_warning_at_start_and_logs_have_no_colour_off_a_terminal() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_replscope"))
+        .args(["proxy", "--master", "no-such-master.invalid:6379", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let mut seen = Vec::new();
+    while let Some(Ok(line)) = lines.next() {
+        let ready = line.contains("replscope proxy ready");
+        seen.push(line);
+        if ready {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = seen.join("\n");
+    assert!(text.contains("WARN") && text.contains("does not resolve"), "{text}");
+    assert!(!text.contains('\u{1b}'), "no ANSI escapes when stderr is not a terminal: {text:?}");
 }

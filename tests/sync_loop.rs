@@ -132,7 +132,8 @@ fn the_output_buffer_loop_is_named_forecast_flagged_and_cleared() {
 fn the_demo_reproduces_and_explains_the_loop() {
     let bin = redis_server();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_replscope"))
-        .args(["demo", "--scenario", "output-buffer-loop", "--every", "5", "--duration", "80"])
+        // It ends by itself once the replica recovered; --duration only bounds a broken run.
+        .args(["demo", "--scenario", "output-buffer-loop", "--every", "5", "--duration", "240"])
         .env("REPLSCOPE_SERVER", &bin.path)
         .output()
         .expect("run the demo");
@@ -142,4 +143,5 @@ fn the_demo_reproduces_and_explains_the_loop() {
     assert!(stdout.contains("had piled up for this replica") && stdout.contains("raise the replica limit"), "{stdout}");
     assert!(stdout.contains("demo: replscope flagged a replication loop"), "{stdout}");
     assert!(stdout.contains("demo: the full sync completed at full speed"), "{stdout}");
+    assert!(stdout.contains("the loop is over: it recovered"), "{stdout}");
 }

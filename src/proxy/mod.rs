@@ -162,6 +162,10 @@ impl Proxy {
         let http_task = tokio::spawn(async move {
             axum::serve(http, app).with_graceful_shutdown(async move { http_stop.cancelled().await }).await
         });
+        // The name is resolved again for every connection; one that does not resolve now is worth saying.
+        if let Err(e) = tokio::net::lookup_host(config.master.as_str()).await {
+            tracing::warn!(route = route.name(), master = %config.master, error = %e, "the master's address does not resolve (yet); replicas cannot be served until it does");
+        }
         tracing::info!(
             route = route.name(),
             master = %config.master,
@@ -169,10 +173,6 @@ impl Proxy {
             http = %http_addr,
             "replscope proxy ready"
         );
-        // The name is resolved again for every connection; one that does not resolve now is worth saying.
-        if let Err(e) = tokio::net::lookup_host(config.master.as_str()).await {
-            tracing::warn!(route = route.name(), master = %config.master, error = %e, "the master's address does not resolve (yet); replicas cannot be served until it does");
-        }
         let master: Arc<str> = Arc::from(config.master.as_str());
         let mut conns = JoinSet::new();
         // Diagnoses settle with time (a replica that does not come back has left): look every second.
