@@ -250,6 +250,41 @@ const WRITE_RATE: Gauge<1> = Gauge::new(
 const FAULTS_ACTIVE: Gauge<2> =
     Gauge::new("replscope_faults_active", "Injected faults in force, by kind.", ["route", "kind"]);
 
+/// The name of every metric a route declares (the README's table lists each; a unit test checks this
+/// list against the declarations above).
+pub const DECLARED: &[&str] = &[
+    FORWARDED.name(),
+    WRITE_BLOCKED.name(),
+    STREAM_COMMANDS.name(),
+    SYNCS.name(),
+    PSYNC_REJECTED.name(),
+    PSYNC_GAP.name(),
+    CHECKSUM_FAILURES.name(),
+    DESYNCS.name(),
+    FULL_SYNC_FAILURES.name(),
+    DISCONNECTS.name(),
+    FAULT_ACTIONS.name(),
+    BGSAVE_WAIT.name(),
+    RDB_TRANSFER.name(),
+    REPLICA_LOAD.name(),
+    FULL_SYNC.name(),
+    BUILD_INFO.name(),
+    LINKS.name(),
+    LINK_PHASE.name(),
+    RDB_SIZE.name(),
+    RDB_TRANSFERRED.name(),
+    RDB_RATE.name(),
+    MASTER_OFFSET.name(),
+    ACK_OFFSET.name(),
+    LAG.name(),
+    ACK_AGE.name(),
+    REPLICATION_LOOP.name(),
+    SYNC_BUFFER_FORECAST.name(),
+    SYNC_DOOMED.name(),
+    WRITE_RATE.name(),
+    FAULTS_ACTIVE.name(),
+];
+
 impl Metrics {
     /// The metrics of `route`; full syncs are judged doomed against the `client-output-buffer-limit
     /// replica` the operator stated, if any.
@@ -554,5 +589,24 @@ mod tests {
             let base = name.trim_end_matches("_bucket").trim_end_matches("_sum").trim_end_matches("_count");
             assert!(text.contains(&format!("# HELP {base} ")), "{base} has no help");
         }
+    }
+
+    #[test]
+    fn every_declared_metric_is_listed() {
+        let source = include_str!("metrics.rs");
+        let mut found = Vec::new();
+        for (i, _) in source.match_indices("::new(") {
+            let rest = source[i..].trim_start_matches("::new(").trim_start();
+            if let Some(name) = rest.strip_prefix('"').and_then(|r| r.split('"').next())
+                && name.starts_with("replscope_")
+                && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            {
+                found.push(name);
+            }
+        }
+        found.sort_unstable();
+        let mut declared = DECLARED.to_vec();
+        declared.sort_unstable();
+        assert_eq!(found, declared);
     }
 }

@@ -7,6 +7,15 @@ use std::fmt::Write as _;
 
 use crate::observe::series::number;
 
+/// The names of the process metrics.
+pub const NAMES: &[&str] = &[
+    "process_cpu_seconds_total",
+    "process_resident_memory_bytes",
+    "process_open_fds",
+    "process_max_fds",
+    "process_start_time_seconds",
+];
+
 /// The AT_CLKTCK entry of the auxiliary vector: the kernel's clock ticks per second.
 const AT_CLKTCK: u64 = 17;
 
