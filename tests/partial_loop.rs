@@ -40,13 +40,23 @@ fn big_writes(port: u16, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
     })
 }
 
-fn partial_loop_on(bin: &ServerBin) {
-    let ctx = format!("{} {:?}", bin.name, bin.version);
+/// A master with a 1mb hard limit for replicas and `backlog`, a proxy with `proxy_args`, a replica through
+/// it, online; then 3 MB writes until `stop`.
+struct Setup {
+    master: Server,
+    proxy: ProxyProc,
+    _replica: Server,
+    ep: String,
+    stop: Arc<AtomicBool>,
+    writer: std::thread::JoinHandle<()>,
+}
+
+fn start(bin: &ServerBin, backlog: &str, proxy_args: &[&str]) -> Setup {
     let master = Server::start(
         bin,
-        &["--client-output-buffer-limit", "replica", "1mb", "0", "0", "--repl-backlog-size", "64mb"],
+        &["--client-output-buffer-limit", "replica", "1mb", "0", "0", "--repl-backlog-size", backlog],
     );
-    let proxy = ProxyProc::start(master.port, &[]);
+    let proxy = ProxyProc::start(master.port, proxy_args);
     let replica = Server::start(bin, &["--replicaof", "127.0.0.1", &proxy.listen_port.to_string()]);
     let ep = format!("127.0.0.1:{}", replica.port);
     master.wait_for("the replica online", 30, || {
@@ -54,6 +64,12 @@ fn partial_loop_on(bin: &ServerBin) {
     });
     let stop = Arc::new(AtomicBool::new(false));
     let writer = big_writes(master.port, Arc::clone(&stop));
+    Setup { master, proxy, _replica: replica, ep, stop, writer }
+}
+
+fn partial_loop_on(bin: &ServerBin) {
+    let ctx = format!("{} {:?}", bin.name, bin.version);
+    let Setup { master, proxy, _replica, ep, stop, writer } = start(bin, "64mb", &[]);
 
     let deadline = Instant::now() + Duration::from_secs(90);
     let flagged = loop {
@@ -115,19 +131,8 @@ fn partial_loop_on(bin: &ServerBin) {
 /// fault) overflow the replica's buffer, but only past the backlog: the PSYNC that follows is refused.
 fn no_partial_loop_on(bin: &ServerBin) {
     let ctx = format!("{} {:?}", bin.name, bin.version);
-    let master =
-        Server::start(bin, &["--client-output-buffer-limit", "replica", "1mb", "0", "0", "--repl-backlog-size", "4mb"]);
-    let proxy = ProxyProc::start(
-        master.port,
-        &["--enable-faults", "--fault", "bandwidth rate=1MiB/s direction=master-to-replica"],
-    );
-    let replica = Server::start(bin, &["--replicaof", "127.0.0.1", &proxy.listen_port.to_string()]);
-    let ep = format!("127.0.0.1:{}", replica.port);
-    master.wait_for("the replica online", 30, || {
-        master.info("replication").get("slave0").filter(|s| s.contains("state=online")).map(|_| ())
-    });
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = big_writes(master.port, Arc::clone(&stop));
+    let slow_link = ["--enable-faults", "--fault", "bandwidth rate=1MiB/s direction=master-to-replica"];
+    let Setup { master, proxy, _replica, ep, stop, writer } = start(bin, "4mb", &slow_link);
     // The first kill, then the replica's next PSYNC and the master's answer to it.
     let answered = master.wait_for("a kill and the next sync decided", 60, || {
         let links = proxy.links();
