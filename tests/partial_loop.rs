@@ -8,6 +8,12 @@
 //! disconnected", in their `checkClientOutputBufferLimits`), so what a resumed replica is owed always
 //! fits: a replica that overflows is further behind than the backlog and gets a full sync instead. On
 //! those versions the test shows that: the kill, then a refused PSYNC, and no partial loop flagged.
+//!
+//! The replica's own buffer: a replica whose `client-query-buffer-limit` (1mb) is below a replicated
+//! command. Redis 6.2 applies that limit to its master's link: the replica hangs up (with a reset, the
+//! rest unread), drops its replication state and asks for a full sync, loads, and hangs up again at the
+//! next large write — a full-sync loop whose attempts end just after streaming began. Redis 7.0+ and
+//! Valkey exempt the master's link, and nothing happens.
 
 mod support;
 
@@ -124,7 +130,7 @@ fn partial_loop_on(bin: &ServerBin) {
     let text = warned[0]["message"].as_str().unwrap_or_default();
     assert!(text.contains("partial-resync loop") && text.contains("client-output-buffer-limit"), "{ctx}: {text}");
     let seen = drops.iter().any(|d| d["largest_command_bytes"].as_u64().unwrap_or(0) > 0);
-    assert!(text.contains(if seen { "3.0 MB" } else { "no stream command reached" }), "{ctx}: {text}");
+    assert!(text.contains(if seen { "3.00 MiB" } else { "no stream command reached" }), "{ctx}: {text}");
 }
 
 /// 7.0+ and Valkey: the same writes over a slow link (1 MiB/s toward the replica, the proxy's bandwidth
@@ -160,5 +166,71 @@ fn a_partial_resync_loop_is_flagged_by_the_third_attempt_where_the_server_has_on
         } else {
             no_partial_loop_on(bin);
         }
+    }
+}
+
+fn query_buffer_on(bin: &ServerBin) {
+    let ctx = format!("{} {:?}", bin.name, bin.version);
+    let master = Server::start(bin, &[]);
+    let proxy = ProxyProc::start(master.port, &[]);
+    let replica = Server::start(
+        bin,
+        &["--replicaof", "127.0.0.1", &proxy.listen_port.to_string(), "--client-query-buffer-limit", "1mb"],
+    );
+    let ep = format!("127.0.0.1:{}", replica.port);
+    master.wait_for("the replica online", 30, || {
+        master.info("replication").get("slave0").filter(|s| s.contains("state=online")).map(|_| ())
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = big_writes(master.port, Arc::clone(&stop));
+    if has_partial_loop(bin) {
+        master.wait_for("a full loop flagged", 60, || {
+            let m = proxy.metrics();
+            (m.get("replscope_replication_loop", &[("replica", &ep), ("kind", "full")]) == Some(1.0)).then_some(())
+        });
+        stop.store(true, Ordering::Relaxed);
+        let _ = writer.join();
+        let (_, body) = proxy.get("/api/replicas");
+        let replicas: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        let record = replicas.as_array().and_then(|r| r.iter().find(|r| r["replica"] == ep.as_str())).expect("record");
+        assert_eq!(record["dominant_cause"], "replica_query_buffer_limit", "{ctx}: {record}");
+        let links = proxy.links();
+        let dropped: Vec<&serde_json::Value> =
+            links.iter().filter(|l| l["diagnosis"]["cause"] == "replica_query_buffer_limit").collect();
+        assert!(dropped.len() >= 3, "{ctx}: {} links", dropped.len());
+        for l in dropped {
+            assert_eq!(l["close"]["by"], "replica", "{ctx}: {l}");
+            // Streaming, or loading still as the wire sees it (no ACK yet) with the stream behind the RDB.
+            assert!(matches!(l["close"]["phase"].as_str(), Some("streaming" | "loading")), "{ctx}: {l}");
+            assert_eq!(l["sync_kind"], "full", "{ctx}: the replica dropped its state and asked for a full sync: {l}");
+            let why = l["explanation"].as_str().unwrap_or_default();
+            assert!(
+                why.contains("3.00 MiB stream command") && why.contains("client-query-buffer-limit"),
+                "{ctx}: {why}"
+            );
+        }
+        assert!(replica.log().contains("max query buffer"), "{ctx}: the replica says why");
+    } else {
+        std::thread::sleep(Duration::from_secs(3));
+        stop.store(true, Ordering::Relaxed);
+        let _ = writer.join();
+        let value = replica.wait_for("the value on the replica", 20, || match replica.cmd(&["STRLEN", "big"]) {
+            redis_protocol::resp2::types::OwnedFrame::Integer(n) if n > 0 => Some(n),
+            _ => None,
+        });
+        assert_eq!(value, 3 << 20, "{ctx}");
+        let links = proxy.links();
+        // Only an RDB channel that delivered its RDB may have closed: its normal end.
+        let ended: Vec<&serde_json::Value> =
+            links.iter().filter(|l| !l["close"].is_null() && l["kind"] != "rdb_channel").collect();
+        assert!(ended.is_empty(), "{ctx}: no replication link ended: {ended:?}");
+    }
+}
+
+#[test]
+fn a_replica_query_buffer_below_a_written_value_loops_where_the_server_applies_it() {
+    let only = std::env::var("REPLSCOPE_ONLY").unwrap_or_default();
+    for bin in servers().iter().filter(|b| b.name.contains(&only)) {
+        query_buffer_on(bin);
     }
 }

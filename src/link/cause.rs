@@ -33,6 +33,9 @@ crate::labelled! {
         ReplicaTimeout => "replica_timeout",
         /// The replica closed while loading and came back for another full sync.
         ReplicaLoadFailed => "replica_load_failed",
+        /// The replica closed in the middle of a stream command of a megabyte or more, and came back: its
+        /// `client-query-buffer-limit` (Redis 6.2 and older apply it to the master's link too).
+        ReplicaQueryBufferLimit => "replica_query_buffer_limit",
         /// The RDB trailer did not match the bytes forwarded.
         ChecksumMismatch => "checksum_mismatch",
         /// The replica closed right after bytes the decoders could not follow.
@@ -287,7 +290,9 @@ pub fn settle(d: &mut Diagnosis, closed_at: Timestamp, now: Timestamp) {
     if d.settled || now.since(closed_at) < CAME_BACK_WINDOW {
         return;
     }
-    if matches!(d.cause, Cause::ReplicaLoadFailed | Cause::ReplicaTimeout) && d.came_back.is_none() {
+    if matches!(d.cause, Cause::ReplicaLoadFailed | Cause::ReplicaTimeout | Cause::ReplicaQueryBufferLimit)
+        && d.came_back.is_none()
+    {
         // It never came back: it left (or was stopped), whatever the link looked like when it closed.
         d.evidence.later.push(format!("the replica did not come back within {} s", CAME_BACK_WINDOW.as_secs()));
         d.become_(Cause::ReplicaLeft, Settlement::AtOnce);

@@ -327,6 +327,8 @@ pub struct StreamFacts {
     /// The least size of a command the master was in the middle of sending at the last read (0 if none):
     /// at a close, the command it cut.
     pub pending_command_bytes: u64,
+    /// The bytes of that command forwarded so far.
+    pub pending_received_bytes: u64,
 }
 
 /// A stream command, by name and size.
@@ -354,6 +356,7 @@ impl Default for StreamFacts {
             getack_last_at: None,
             largest_command: None,
             pending_command_bytes: 0,
+            pending_received_bytes: 0,
         }
     }
 }

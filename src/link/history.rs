@@ -2,7 +2,8 @@
 //! loop, and when it last had an open link.
 //!
 //! Two loops, the same outage class:
-//! - full: [`LOOP_ATTEMPTS`] consecutive full syncs within [`LOOP_WINDOW`] that ended before streaming;
+//! - full: [`LOOP_ATTEMPTS`] consecutive full syncs within [`LOOP_WINDOW`] that failed: ended before
+//!   streaming, or before streaming for [`LOOP_CLEARS_AFTER`] ([`crate::link::Link::failed_full_sync`]);
 //! - partial: [`LOOP_ATTEMPTS`] consecutive `+CONTINUE` links within [`PARTIAL_LOOP_WINDOW`] that the master
 //!   closed within [`PARTIAL_DROP_WITHIN`] of accepting them (the backlog it resends overflows the
 //!   replica's output buffer, again and again).

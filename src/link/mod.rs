@@ -273,14 +273,20 @@ impl Link {
         self.changes.push(change);
     }
 
-    /// How a full sync of this replication link ended before streaming, if it did: the close of a failed
-    /// full sync (what a replica's record and `replscope_full_sync_failures_total` count).
+    /// How a full sync of this replication link failed, if it did: the close of a full sync that ended
+    /// before streaming, or that a side dropped before it had streamed for
+    /// [`history::LOOP_CLEARS_AFTER`] (a replica that loads and is dropped at the first large write has not
+    /// made it through either). What a replica's record and `replscope_full_sync_failures_total` count.
     pub fn failed_full_sync(&self) -> Option<Close> {
         let close = self.close?;
-        (self.kind == LinkKind::Replication
-            && self.sync_kind == Some(SyncKind::Full)
-            && matches!(close.phase, Phase::WaitingBgsave | Phase::RdbTransfer | Phase::Loading))
-        .then_some(close)
+        if self.kind != LinkKind::Replication || self.sync_kind != Some(SyncKind::Full) {
+            return None;
+        }
+        let before_streaming = matches!(close.phase, Phase::WaitingBgsave | Phase::RdbTransfer | Phase::Loading);
+        let soon_after = close.phase == Phase::Streaming
+            && close.by != ClosedBy::Proxy
+            && self.phase_at(Phase::Streaming).is_some_and(|t| close.at.since(t) < history::LOOP_CLEARS_AFTER);
+        (before_streaming || soon_after).then_some(close)
     }
 
     /// A partial resync the master accepted (`+CONTINUE`) and closed within
@@ -332,7 +338,7 @@ impl Link {
             }
         }
         if d.direction == Direction::MasterToReplica {
-            self.stream.pending_command_bytes = d.stream_pending;
+            (self.stream.pending_command_bytes, self.stream.pending_received_bytes) = d.stream_pending;
         }
         if let (Some((_, received)), Some(rdb)) = (d.payload_progress, self.rdb.as_mut()) {
             rdb.transferred = received;

@@ -17,8 +17,9 @@ pub struct Decoded<'a> {
     pub events: &'a [WireEvent],
     /// The decoder's payload progress after them ([`Decoder::payload_progress`]).
     pub payload_progress: Option<(PayloadFraming, u64)>,
-    /// The least size of a stream command the master is in the middle of sending (0 between commands).
-    pub stream_pending: u64,
+    /// A stream command the master is in the middle of sending: the least it will measure and the bytes
+    /// of it so far ((0, 0) between commands).
+    pub stream_pending: (u64, u64),
 }
 
 /// One connection's decoder (both directions) and its events buffer.
@@ -43,7 +44,7 @@ impl Reader {
             len: bytes.len(),
             events: &self.events,
             payload_progress: self.decoder.payload_progress(),
-            stream_pending: self.decoder.stream_pending_len(),
+            stream_pending: self.decoder.stream_pending(),
         }
     }
 

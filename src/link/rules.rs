@@ -24,6 +24,10 @@ pub const BACKED_UP_WITHIN: Duration = Duration::from_secs(2);
 /// shutdown (7.0+ asks lagging replicas for their offset, then waits up to `shutdown-timeout`, 10 s).
 pub const GETACK_BEFORE_SHUTDOWN: Duration = Duration::from_secs(11);
 
+/// The smallest `client-query-buffer-limit` a server accepts: a replica that hangs up in the middle of a
+/// command at least this large may have hit it.
+pub const SMALLEST_QUERY_BUFFER_LIMIT: u64 = 1 << 20;
+
 /// What the rest of the route knows when a link closes.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Context {
@@ -71,6 +75,10 @@ pub struct CloseFacts<'a> {
     pub cut_by_fault: bool,
     /// The RDB's trailer did not match its bytes.
     pub checksum_mismatch: bool,
+    /// A stream command of at least [`SMALLEST_QUERY_BUFFER_LIMIT`] was in flight at the close, or
+    /// completed within [`BACKED_UP_WITHIN`] of it (forwarded whole, the replica may not have read it):
+    /// its size.
+    pub large_command: Option<u64>,
 }
 
 fn secs(d: Duration) -> f64 {
@@ -111,6 +119,7 @@ impl<'a> CloseFacts<'a> {
             recent_getack: link.stream.getack_last_at.is_some_and(|t| now.since(t) <= GETACK_BEFORE_SHUTDOWN),
             cut_by_fault: link.faults.iter().any(|f| f.kind.closes_link()),
             checksum_mismatch: matches!(link.rdb.as_ref().and_then(|r| r.trailer), Some(TrailerCheck::Mismatch { .. })),
+            large_command: large_command(link, now),
         })
     }
 
@@ -145,6 +154,14 @@ impl<'a> CloseFacts<'a> {
         let bar = if limit.soft > 0 { limit.soft } else { limit.hard };
         self.accumulated.is_some_and(|a| bar > 0 && a >= bar as f64)
     }
+}
+
+/// A stream command of at least [`SMALLEST_QUERY_BUFFER_LIMIT`] in flight at `now`, or completed within
+/// [`BACKED_UP_WITHIN`] before it.
+pub fn large_command(link: &Link, now: crate::time::Timestamp) -> Option<u64> {
+    let recent = link.stream.largest_command.filter(|c| now.since(c.at) <= BACKED_UP_WITHIN).map_or(0, |c| c.bytes);
+    let size = recent.max(link.stream.pending_command_bytes);
+    (size >= SMALLEST_QUERY_BUFFER_LIMIT).then_some(size)
 }
 
 /// One rule: the cause it names, when it holds, how its answer settles, and what it adds to the evidence
@@ -260,6 +277,20 @@ pub const RULES: &[Rule] = &[
         cites: nothing,
     },
     // The replica closed.
+    Rule {
+        // Within moments of a stream command larger than the smallest query-buffer limit: the replica
+        // refused to buffer it (a reset, as it closed with the bytes unread). A disk-based master streams
+        // right behind the RDB, so the replica may meet it before its first ACK (still `loading` here); a
+        // replica that fails to load closes before reading any stream. Believed once it comes back.
+        cause: Cause::ReplicaQueryBufferLimit,
+        when: |f| {
+            f.by(ClosedBy::Replica)
+                && matches!(f.close.phase, Phase::Loading | Phase::Streaming)
+                && f.large_command.is_some()
+        },
+        settles: Settlement::ReplicaReturn,
+        cites: nothing,
+    },
     Rule {
         cause: Cause::ReplicaLoadFailed,
         when: |f| f.by(ClosedBy::Replica) && f.close.phase == Phase::Loading,

@@ -76,6 +76,12 @@ pub fn explain(link: &Link, d: &Diagnosis, record: Option<&ReplicaHistory>) -> S
                 human_bytes(e.rdb_size.unwrap_or(0) as f64)
             )
         }
+        Cause::ReplicaQueryBufferLimit => format!(
+            "{by} closed the link as the master sent it a {} stream command, and came back: the replica would not buffer a command \
+             that large from its master — client-query-buffer-limit on the replica (Redis 6.2 and older apply it to the master's \
+             link; 7.0+ and Valkey do not); raise it on the replica above the largest values written, or write smaller values",
+            human_bytes(link.close.and_then(|c| crate::link::rules::large_command(link, c.at)).unwrap_or(0) as f64),
+        ),
         Cause::ChecksumMismatch => match link.rdb.as_ref().and_then(|r| r.trailer) {
             Some(TrailerCheck::Mismatch { expected, computed }) => format!(
                 "the RDB's trailer says {expected:016x} but the bytes forwarded hash to {computed:016x}: the snapshot was corrupted \
@@ -146,7 +152,11 @@ pub fn explain(link: &Link, d: &Diagnosis, record: Option<&ReplicaHistory>) -> S
         && r.in_loop
         && matches!(
             d.cause,
-            Cause::OutputBufferLimit | Cause::MasterTimeout | Cause::ReplicaTimeout | Cause::ReplicaLoadFailed
+            Cause::OutputBufferLimit
+                | Cause::MasterTimeout
+                | Cause::ReplicaTimeout
+                | Cause::ReplicaLoadFailed
+                | Cause::ReplicaQueryBufferLimit
         )
     {
         let span = r.span().as_secs_f64();

@@ -166,7 +166,7 @@ const DESYNCS: Counter<2> =
     Counter::new("replscope_desyncs_total", "Streams the decoders gave up on, by direction.", ["route", "direction"]);
 const FULL_SYNC_FAILURES: Counter<3> = Counter::new(
     "replscope_full_sync_failures_total",
-    "Full syncs that ended before streaming, by settled cause.",
+    "Full syncs that ended before streaming, or within 60 s of it, by settled cause.",
     ["route", "replica", "cause"],
 );
 const DISCONNECTS: Counter<5> = Counter::new(
@@ -228,7 +228,7 @@ const ACK_AGE: Gauge<2> =
     Gauge::new("replscope_replica_ack_age_seconds", "Time since the last REPLCONF ACK.", ["route", "replica"]);
 const REPLICATION_LOOP: Gauge<3> = Gauge::new(
     "replscope_replication_loop",
-    "1 while the replica is in a replication loop: full (3 full syncs in a row within 30 min failed before streaming) \
+    "1 while the replica is in a replication loop: full (3 full syncs in a row within 30 min failed before streaming for 60 s) \
      or partial (3 partial resyncs in a row within 10 min dropped by the master within 60 s).",
     ["route", "replica", "kind"],
 );

@@ -87,9 +87,10 @@ impl Decoder {
         self.replies.stream_progress()
     }
 
-    /// The least size of an incomplete stream command the master is in the middle of sending (0 if none).
-    pub fn stream_pending_len(&self) -> u64 {
-        self.replies.stream_pending_len()
+    /// An incomplete stream command the master is in the middle of sending: the least it will measure and
+    /// the bytes of it so far ((0, 0) if none).
+    pub fn stream_pending(&self) -> (u64, u64) {
+        self.replies.stream_pending()
     }
 
     /// Whether the decoder gave up on a direction.

@@ -84,12 +84,12 @@ impl ReplyDecoder {
         }
     }
 
-    /// The least size of the incomplete stream command at the end of what was fed (0 between commands or
-    /// before the stream).
-    pub fn stream_pending_len(&self) -> u64 {
+    /// The incomplete stream command at the end of what was fed: the least it will measure and the bytes
+    /// of it so far ((0, 0) between commands or before the stream).
+    pub fn stream_pending(&self) -> (u64, u64) {
         match &self.state {
-            State::Stream(f) => f.pending_len(),
-            _ => 0,
+            State::Stream(f) => (f.pending_len(), f.partial_bytes()),
+            _ => (0, 0),
         }
     }
 
