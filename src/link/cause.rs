@@ -340,6 +340,64 @@ mod tests {
         (d.first, d.cause, d.settled)
     }
 
+    /// A client on 10.0.0.2 that asks for a snapshot (`rdb-only`, or no listening port) and takes a
+    /// small RDB.
+    fn snapshot(links: &mut Fed, rdb_only: bool, at: u64) -> crate::link::LinkId {
+        let id = links.open(Some([10, 0, 0, 2].into()), ms(at));
+        let (r2m, m2r) = (Direction::ReplicaToMaster, Direction::MasterToReplica);
+        if rdb_only {
+            links.on_bytes(id, r2m, &resp(&["REPLCONF", "rdb-only", "1"]), ms(at));
+            links.on_bytes(id, m2r, b"+OK\r\n", ms(at));
+        }
+        links.on_bytes(id, r2m, b"SYNC\r\n", ms(at));
+        links.on_bytes(id, m2r, b"$18\r\nREDIS0011\xff\0\0\0\0\0\0\0\0", ms(at + 10));
+        id
+    }
+
+    #[test]
+    fn a_snapshot_that_took_its_payload_completed_and_is_nobody_coming_back() {
+        let mut links = Fed::new();
+        let replica = streaming(&mut links, 0);
+        close(&mut links, replica, ClosedBy::Replica, CloseHow::Fin, 2000);
+        // Two backups from the replica's own host right after it left.
+        for (n, rdb_only) in [(0, true), (1, false)] {
+            let id = snapshot(&mut links, rdb_only, 2100 + n * 100);
+            assert_eq!(links.get(id).map(|l| l.kind), Some(crate::link::LinkKind::Snapshot));
+            close(&mut links, id, ClosedBy::Replica, CloseHow::Fin, 2150 + n * 100);
+            assert_eq!(cause(&links, id), (Cause::Completed, Cause::Completed, true));
+        }
+        links.diagnose(ms(13_000));
+        assert_eq!(cause(&links, replica).1, Cause::ReplicaLeft, "the backups were not the replica coming back");
+        // Cut short, a snapshot is diagnosed like any link.
+        let cut = links.open(Some([10, 0, 0, 3].into()), ms(20_000));
+        links.on_bytes(cut, Direction::ReplicaToMaster, b"SYNC\r\n", ms(20_000));
+        links.on_bytes(cut, Direction::MasterToReplica, b"$1000\r\nREDIS0011", ms(20_010));
+        close(&mut links, cut, ClosedBy::Master, CloseHow::Fin, 20_020);
+        assert_ne!(cause(&links, cut).0, Cause::Completed);
+    }
+
+    #[test]
+    fn a_full_sync_dropped_soon_after_streaming_failed_and_a_long_one_did_not() {
+        let mut links = Fed::new();
+        let full = |links: &mut Fed, at: u64| {
+            let id = links.open(Some([10, 0, 0, 2].into()), ms(at));
+            let (r2m, m2r) = (Direction::ReplicaToMaster, Direction::MasterToReplica);
+            links.on_bytes(id, r2m, &resp(&["REPLCONF", "listening-port", "6390"]), ms(at));
+            links.on_bytes(id, r2m, &resp(&["PSYNC", "?", "-1"]), ms(at));
+            let answer = "+FULLRESYNC 8f3a1c0e9b7d6a5f4e3d2c1b0a9f8e7d6c5b4a39 0\r\n$18\r\nREDIS0011";
+            links.on_bytes(id, m2r, answer.as_bytes(), ms(at + 10));
+            links.on_bytes(id, m2r, b"\xff\0\0\0\0\0\0\0\0", ms(at + 10));
+            links.on_bytes(id, r2m, &resp(&["REPLCONF", "ACK", "0"]), ms(at + 1000));
+            id
+        };
+        let soon = full(&mut links, 0);
+        links.on_transport(soon, TransportEvent::Closed { by: ClosedBy::Master, how: CloseHow::Fin }, ms(5000));
+        let late = full(&mut links, 100_000);
+        links.on_transport(late, TransportEvent::Closed { by: ClosedBy::Master, how: CloseHow::Fin }, ms(200_000));
+        assert!(links.get(soon).and_then(Link::failed_full_sync).is_some(), "dropped 4 s into streaming");
+        assert!(links.get(late).and_then(Link::failed_full_sync).is_none(), "streamed 99 s: it made it");
+    }
+
     #[test]
     fn a_silent_replica_closed_by_its_master_is_a_master_timeout() {
         let mut links = Fed::new();
