@@ -1,13 +1,15 @@
 //! Prometheus metrics for one route: counters and histograms from the model's changes
 //! ([`Metrics::on_change`]), gauges computed from the links as they are when scraped ([`Metrics::render`]).
 //!
-//! Each metric is declared once — name, help, unit and label names — right beside the code that emits it,
-//! and emitted with exactly as many label values as it declares (the compiler checks the count). Labels
-//! are the route, the replica endpoint (`ip:listening-port`) and small enums, never link ids. The recorder
-//! is this route's own, so several proxies can live in one process.
+//! Each metric is declared once — name, help and label names — right beside the code that emits it, and
+//! emitted with exactly as many label values as it declares (the compiler checks the count). Labels are
+//! the route, the replica endpoint (`ip:listening-port`) and small enums, never link ids. The series are
+//! this route's own ([`Series`]), so several routes can live in one process and a forgotten replica's
+//! series go with it ([`Change::ReplicaForgotten`]).
 //!
 //! Adding a metric: declare it (`const X: Counter<2> = Counter::new("replscope_…_total", "…", ["route",
-//! "replica"]);`) where it is emitted, and emit it there (`self.count(&X, [route, replica], 1)`).
+//! "replica"]);`) where it is emitted, emit it there (`self.count(&X, [route, replica], 1)`), add it to
+//! [`DECLARED`] and to the README's table (tests hold both).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -308,11 +310,6 @@ impl Metrics {
 
     fn record<const N: usize>(&mut self, m: &Histogram<N>, values: [&str; N], v: f64) {
         self.series.observe(&m.0, values, v);
-    }
-
-    /// Whether any series names this replica.
-    pub fn knows_replica(&self, replica: &str) -> bool {
-        self.series.has_labelled("replica", replica) || self.replicas.contains_key(replica)
     }
 
     /// Takes one change of the model; `links` as they are after it.

@@ -137,6 +137,7 @@ impl Series {
     }
 
     /// Whether any series has the label `name` with the value `value`.
+    #[cfg(test)]
     pub fn has_labelled(&self, name: &str, value: &str) -> bool {
         self.families
             .values()
