@@ -44,39 +44,85 @@ crate::labelled! {
 /// A partial resync the master dropped soon after accepting it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct PartialDrop {
-    /// When the master closed it.
-    pub at: Timestamp,
     /// Milliseconds from `+CONTINUE` to the close.
     pub after_ms: u64,
     /// The largest stream command it carried or was cutting at the close, in bytes.
     pub largest_command_bytes: u64,
 }
 
-/// One replica's record.
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct ReplicaHistory {
-    /// Consecutive failed full syncs, oldest first: when each ended and why.
-    pub failed_full_syncs: VecDeque<(Timestamp, Cause)>,
-    /// Whether the replica is in a full-sync loop now.
+/// Failed attempts of one kind in a row, and the loop they make: at most [`ATTEMPTS_KEPT`], oldest first,
+/// none older than the window before the newest.
+#[derive(Clone, Debug)]
+pub struct Row<T> {
+    /// When each attempt ended, and what it was.
+    pub attempts: VecDeque<(Timestamp, T)>,
+    /// Whether they make a loop now.
     pub in_loop: bool,
-    /// When the full-sync loop was first seen.
-    pub loop_since: Option<Timestamp>,
-    /// Consecutive partial resyncs the master dropped, oldest first.
-    pub partial_drops: VecDeque<PartialDrop>,
-    /// Whether the replica is in a partial-resync loop now.
-    pub in_partial_loop: bool,
-    /// When the partial-resync loop was first seen.
-    pub partial_loop_since: Option<Timestamp>,
+    /// When the loop was first seen.
+    pub since: Option<Timestamp>,
+    window: Duration,
+}
+
+impl<T> Row<T> {
+    fn new(window: Duration) -> Self {
+        Row { attempts: VecDeque::new(), in_loop: false, since: None, window }
+    }
+
+    /// One more attempt that ended at `at`: whether it started a loop.
+    fn push(&mut self, at: Timestamp, attempt: T) -> Option<LoopChange> {
+        self.attempts.push_back((at, attempt));
+        while self.attempts.len() > ATTEMPTS_KEPT
+            || self.attempts.front().is_some_and(|(t, _)| at.since(*t) > self.window)
+        {
+            self.attempts.pop_front();
+        }
+        if !self.in_loop && self.attempts.len() >= LOOP_ATTEMPTS {
+            self.in_loop = true;
+            self.since = Some(at);
+            return Some(LoopChange::Entered);
+        }
+        None
+    }
+
+    /// Forgets the attempts and the loop: whether a loop cleared.
+    fn clear(&mut self) -> Option<LoopChange> {
+        let was = self.in_loop;
+        self.attempts.clear();
+        (self.in_loop, self.since) = (false, None);
+        was.then_some(LoopChange::Cleared)
+    }
+
+    /// The time the attempts span.
+    pub fn span(&self) -> Duration {
+        match (self.attempts.front(), self.attempts.back()) {
+            (Some((a, _)), Some((b, _))) => b.since(*a),
+            _ => Duration::ZERO,
+        }
+    }
+}
+
+/// One replica's record.
+#[derive(Clone, Debug)]
+pub struct ReplicaHistory {
+    /// Failed full syncs in a row, with why each ended.
+    pub full: Row<Cause>,
+    /// Partial resyncs in a row the master dropped.
+    pub partial: Row<PartialDrop>,
     /// When it last had an open link (`None` while one is open).
-    #[serde(skip)]
     last_open: Option<Timestamp>,
 }
 
+impl Default for ReplicaHistory {
+    fn default() -> Self {
+        ReplicaHistory { full: Row::new(LOOP_WINDOW), partial: Row::new(PARTIAL_LOOP_WINDOW), last_open: None }
+    }
+}
+
 impl ReplicaHistory {
-    /// The cause most of the failures share.
+    /// The cause most of the failed full syncs share.
     pub fn dominant_cause(&self) -> Option<Cause> {
         let mut counts: HashMap<Cause, usize> = HashMap::new();
-        for (_, c) in &self.failed_full_syncs {
+        for (_, c) in &self.full.attempts {
             *counts.entry(*c).or_default() += 1;
         }
         counts
@@ -85,27 +131,11 @@ impl ReplicaHistory {
             .map(|(c, _)| c)
     }
 
-    /// The time the consecutive full-sync failures span.
-    pub fn span(&self) -> Duration {
-        match (self.failed_full_syncs.front(), self.failed_full_syncs.back()) {
-            (Some((a, _)), Some((b, _))) => b.since(*a),
-            _ => Duration::ZERO,
-        }
-    }
-
-    /// The time the consecutive dropped partial resyncs span.
-    pub fn partial_span(&self) -> Duration {
-        match (self.partial_drops.front(), self.partial_drops.back()) {
-            (Some(a), Some(b)) => b.at.since(a.at),
-            _ => Duration::ZERO,
-        }
-    }
-
     /// Whether it is in the loop of this kind.
     pub fn in_loop_of(&self, kind: LoopKind) -> bool {
         match kind {
-            LoopKind::Full => self.in_loop,
-            LoopKind::Partial => self.in_partial_loop,
+            LoopKind::Full => self.full.in_loop,
+            LoopKind::Partial => self.partial.in_loop,
         }
     }
 }
@@ -126,45 +156,21 @@ pub struct Histories {
 }
 
 impl Histories {
-    /// A full sync of `replica` ended at `at` before streaming, for `cause`.
+    /// A full sync of `replica` failed at `at`, for `cause`.
     pub fn full_sync_failed(&mut self, replica: &str, at: Timestamp, cause: Cause) -> Option<LoopChange> {
-        let h = self.by_replica.entry(replica.to_string()).or_default();
-        h.failed_full_syncs.push_back((at, cause));
-        while h.failed_full_syncs.len() > ATTEMPTS_KEPT
-            || h.failed_full_syncs.front().is_some_and(|(t, _)| at.since(*t) > LOOP_WINDOW)
-        {
-            h.failed_full_syncs.pop_front();
-        }
-        if !h.in_loop && h.failed_full_syncs.len() >= LOOP_ATTEMPTS {
-            h.in_loop = true;
-            h.loop_since = Some(at);
-            return Some(LoopChange::Entered);
-        }
-        None
+        self.by_replica.entry(replica.to_string()).or_default().full.push(at, cause)
     }
 
-    /// The master dropped a partial resync of `replica` soon after accepting it.
-    pub fn partial_dropped(&mut self, replica: &str, drop: PartialDrop) -> Option<LoopChange> {
-        let h = self.by_replica.entry(replica.to_string()).or_default();
-        h.partial_drops.push_back(drop);
-        while h.partial_drops.len() > ATTEMPTS_KEPT
-            || h.partial_drops.front().is_some_and(|d| drop.at.since(d.at) > PARTIAL_LOOP_WINDOW)
-        {
-            h.partial_drops.pop_front();
-        }
-        if !h.in_partial_loop && h.partial_drops.len() >= LOOP_ATTEMPTS {
-            h.in_partial_loop = true;
-            h.partial_loop_since = Some(drop.at);
-            return Some(LoopChange::Entered);
-        }
-        None
+    /// The master dropped a partial resync of `replica` at `at`, soon after accepting it.
+    pub fn partial_dropped(&mut self, replica: &str, at: Timestamp, drop: PartialDrop) -> Option<LoopChange> {
+        self.by_replica.entry(replica.to_string()).or_default().partial.push(at, drop)
     }
 
     /// A link of `replica` that was not a dropped partial resync ended: the partial row is broken (a loop
     /// already seen stays until a sync streams long enough).
     pub fn partial_row_broken(&mut self, replica: &str) {
         if let Some(h) = self.by_replica.get_mut(replica) {
-            h.partial_drops.clear();
+            h.partial.attempts.clear();
         }
     }
 
@@ -175,17 +181,9 @@ impl Histories {
         if now.since(since) < LOOP_CLEARS_AFTER {
             return Vec::new();
         }
-        let mut cleared = Vec::new();
-        if h.in_loop {
-            cleared.push((LoopKind::Full, LoopChange::Cleared));
-        }
-        if h.in_partial_loop {
-            cleared.push((LoopKind::Partial, LoopChange::Cleared));
-        }
-        h.failed_full_syncs.clear();
-        h.partial_drops.clear();
-        (h.in_loop, h.loop_since, h.in_partial_loop, h.partial_loop_since) = (false, None, false, None);
-        cleared
+        let full = h.full.clear().map(|c| (LoopKind::Full, c));
+        let partial = h.partial.clear().map(|c| (LoopKind::Partial, c));
+        full.into_iter().chain(partial).collect()
     }
 
     /// Whether `replica` has an open link now (`at`): a record forgets nothing while it does.
@@ -238,10 +236,13 @@ mod tests {
         assert_eq!(h.full_sync_failed("r:1", min(5), Cause::OutputBufferLimit), None);
         assert_eq!(h.full_sync_failed("r:1", min(11), Cause::MasterTimeout), Some(LoopChange::Entered));
         let rec = h.get("r:1").expect("record");
-        assert_eq!((rec.dominant_cause(), rec.span()), (Some(Cause::OutputBufferLimit), Duration::from_secs(11 * 60)));
+        assert_eq!(
+            (rec.dominant_cause(), rec.full.span()),
+            (Some(Cause::OutputBufferLimit), Duration::from_secs(11 * 60))
+        );
         assert_eq!(h.streaming("r:1", min(12), min(12)), vec![], "not streaming long enough yet");
         assert_eq!(h.streaming("r:1", min(12), min(13)), vec![(LoopKind::Full, LoopChange::Cleared)]);
-        assert!(h.get("r:1").is_some_and(|r| !r.in_loop && r.failed_full_syncs.is_empty()));
+        assert!(h.get("r:1").is_some_and(|r| !r.full.in_loop && r.full.attempts.is_empty()));
     }
 
     #[test]
@@ -252,24 +253,24 @@ mod tests {
         }
     }
 
-    fn drop_at(m: u64) -> PartialDrop {
-        PartialDrop { at: min(m), after_ms: 500, largest_command_bytes: 3 << 20 }
+    fn drop_at(h: &mut Histories, m: u64) -> Option<LoopChange> {
+        h.partial_dropped("r:1", min(m), PartialDrop { after_ms: 500, largest_command_bytes: 3 << 20 })
     }
 
     #[test]
     fn three_dropped_partial_resyncs_in_a_row_are_a_partial_loop() {
         let mut h = Histories::default();
-        assert_eq!(h.partial_dropped("r:1", drop_at(0)), None);
-        assert_eq!(h.partial_dropped("r:1", drop_at(1)), None);
+        assert_eq!(drop_at(&mut h, 0), None);
+        assert_eq!(drop_at(&mut h, 1), None);
         h.partial_row_broken("r:1");
-        assert_eq!(h.partial_dropped("r:1", drop_at(2)), None, "a full sync between breaks the row");
-        assert_eq!(h.partial_dropped("r:1", drop_at(3)), None);
-        assert_eq!(h.partial_dropped("r:1", drop_at(4)), Some(LoopChange::Entered));
-        assert!(h.get("r:1").is_some_and(|r| r.in_partial_loop && !r.in_loop));
+        assert_eq!(drop_at(&mut h, 2), None, "a full sync between breaks the row");
+        assert_eq!(drop_at(&mut h, 3), None);
+        assert_eq!(drop_at(&mut h, 4), Some(LoopChange::Entered));
+        assert!(h.get("r:1").is_some_and(|r| r.partial.in_loop && !r.full.in_loop));
         assert_eq!(h.streaming("r:1", min(5), min(6)), vec![(LoopKind::Partial, LoopChange::Cleared)]);
         let mut h = Histories::default();
         for m in [0, 8, 16] {
-            assert_eq!(h.partial_dropped("r:1", drop_at(m)), None, "more than 10 minutes apart");
+            assert_eq!(drop_at(&mut h, m), None, "more than 10 minutes apart");
         }
     }
 

@@ -290,16 +290,18 @@ impl Link {
     }
 
     /// A partial resync the master accepted (`+CONTINUE`) and closed within
-    /// [`history::PARTIAL_DROP_WITHIN`]: one attempt of a partial-resync loop.
-    pub fn dropped_partial_resync(&self) -> Option<history::PartialDrop> {
+    /// [`history::PARTIAL_DROP_WITHIN`]: one attempt of a partial-resync loop, and when it was closed.
+    pub fn dropped_partial_resync(&self) -> Option<(Timestamp, history::PartialDrop)> {
         let close = self.close?;
         let Some(SyncAnswer::Continue { at, .. }) = self.answer else { return None };
         let after = close.at.since(at);
         (self.kind == LinkKind::Replication && close.by == ClosedBy::Master && after <= history::PARTIAL_DROP_WITHIN)
-            .then(|| history::PartialDrop {
-                at: close.at,
-                after_ms: u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
-                largest_command_bytes: self.stream.largest_command_bytes(),
+            .then(|| {
+                let drop = history::PartialDrop {
+                    after_ms: u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
+                    largest_command_bytes: self.stream.largest_command_bytes(),
+                };
+                (close.at, drop)
             })
     }
 

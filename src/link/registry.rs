@@ -227,8 +227,8 @@ impl Links {
             let Some(link) = self.links.get(id) else { continue };
             let Some(ep) = link.replica_endpoint().filter(|_| link.kind == LinkKind::Replication) else { continue };
             match link.dropped_partial_resync() {
-                Some(drop) => {
-                    if let Some(change) = self.histories.partial_dropped(&ep, drop) {
+                Some((at, drop)) => {
+                    if let Some(change) = self.histories.partial_dropped(&ep, at, drop) {
                         self.changes.push(Change::LoopChanged { replica: ep, kind: LoopKind::Partial, change });
                     }
                 }

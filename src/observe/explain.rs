@@ -143,13 +143,13 @@ pub fn explain(link: &Link, d: &Diagnosis, record: Option<&ReplicaHistory>) -> S
         ),
     };
     if let Some(r) = record
-        && r.in_partial_loop
+        && r.partial.in_loop
         && link.dropped_partial_resync().is_some()
     {
-        text.push_str(&format!(". Attempt {} of a partial-resync loop", r.partial_drops.len()));
+        text.push_str(&format!(". Attempt {} of a partial-resync loop", r.partial.attempts.len()));
     }
     if let Some(r) = record
-        && r.in_loop
+        && r.full.in_loop
         && matches!(
             d.cause,
             Cause::OutputBufferLimit
@@ -159,11 +159,11 @@ pub fn explain(link: &Link, d: &Diagnosis, record: Option<&ReplicaHistory>) -> S
                 | Cause::ReplicaQueryBufferLimit
         )
     {
-        let span = r.span().as_secs_f64();
+        let span = r.full.span().as_secs_f64();
         let within = if span < 90.0 { format!("{span:.0} s") } else { format!("{:.0} minutes", span / 60.0) };
         text.push_str(&format!(
             ". Attempt {} in {within}: this replica is in a replication loop",
-            r.failed_full_syncs.len()
+            r.full.attempts.len()
         ));
     }
     text
@@ -172,13 +172,14 @@ pub fn explain(link: &Link, d: &Diagnosis, record: Option<&ReplicaHistory>) -> S
 /// The partial-resync loop of a replica, in plain words: the pattern, the largest command at each drop,
 /// and what would break it; `limit` is the output-buffer limit in force.
 pub fn partial_loop(h: &ReplicaHistory, limit: &SettingUsed) -> String {
-    let biggest = h.partial_drops.iter().map(|d| d.largest_command_bytes).max().unwrap_or(0);
-    let span = h.partial_span().as_secs_f64();
+    let drops = &h.partial.attempts;
+    let biggest = drops.iter().map(|(_, d)| d.largest_command_bytes).max().unwrap_or(0);
+    let span = h.partial.span().as_secs_f64();
     let within = if span < 90.0 { format!("{span:.0} s") } else { format!("{:.0} minutes", span / 60.0) };
     let mut s = format!(
         "partial-resync loop: the master accepted {} partial resyncs in a row (+CONTINUE) within {within} and closed each \
          within {} s",
-        h.partial_drops.len(),
+        drops.len(),
         crate::link::history::PARTIAL_DROP_WITHIN.as_secs(),
     );
     if biggest == 0 {
@@ -187,8 +188,7 @@ pub fn partial_loop(h: &ReplicaHistory, limit: &SettingUsed) -> String {
              queued what it owed (the backlog since the replica's offset, a large write)",
         );
     } else {
-        let largest: Vec<String> =
-            h.partial_drops.iter().map(|d| human_bytes(d.largest_command_bytes as f64)).collect();
+        let largest: Vec<String> = drops.iter().map(|(_, d)| human_bytes(d.largest_command_bytes as f64)).collect();
         s.push_str(&format!("; the largest stream command before each close: {}", largest.join(", ")));
     }
     s.push_str(&format!(

@@ -196,9 +196,9 @@ pub fn replication_loop(
                 loop_kind,
                 cause,
                 "replication loop: {} full syncs in a row failed before streaming for {} s, within {:.1} min, mostly {cause}; it will not stop by itself",
-                h.failed_full_syncs.len(),
+                h.full.attempts.len(),
                 crate::link::history::LOOP_CLEARS_AFTER.as_secs(),
-                h.span().as_secs_f64() / 60.0
+                h.full.span().as_secs_f64() / 60.0
             );
         }
         (LoopChange::Entered, LoopKind::Partial) => {

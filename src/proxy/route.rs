@@ -335,13 +335,13 @@ impl Route {
             .map(|(replica, h)| {
                 let mut v = serde_json::json!({
                     "replica": replica,
-                    "in_loop": h.in_loop,
-                    "loop_since": h.loop_since,
+                    "in_loop": h.full.in_loop,
+                    "loop_since": h.full.since,
                     "dominant_cause": h.dominant_cause().map(|c| c.as_str()),
-                    "failed_full_syncs": h.failed_full_syncs.iter().map(|(at, c)| serde_json::json!({"at": at, "cause": c.as_str()})).collect::<Vec<_>>(),
-                    "in_partial_loop": h.in_partial_loop,
-                    "partial_loop_since": h.partial_loop_since,
-                    "partial_drops": h.partial_drops,
+                    "failed_full_syncs": h.full.attempts.iter().map(|(at, c)| serde_json::json!({"at": at, "cause": c.as_str()})).collect::<Vec<_>>(),
+                    "in_partial_loop": h.partial.in_loop,
+                    "partial_loop_since": h.partial.since,
+                    "partial_drops": h.partial.attempts.iter().map(|(at, d)| serde_json::json!({"at": at, "after_ms": d.after_ms, "largest_command_bytes": d.largest_command_bytes})).collect::<Vec<_>>(),
                 });
                 self.wall.annotate(&mut v);
                 v
