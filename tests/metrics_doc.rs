@@ -50,9 +50,7 @@ fn every_name_a_real_proxy_exposes_is_in_the_readme() {
         &["--enable-faults", "--assume-output-buffer-limit", "256mb 64mb 60", "--fault", "latency delay=1ms"],
     );
     let replica = Server::start(&bin, &["--replicaof", "127.0.0.1", &proxy.listen_port.to_string()]);
-    master.wait_for("the replica online", 30, || {
-        master.info("replication").get("slave0").filter(|s| s.contains("state=online")).map(|_| ())
-    });
+    master.wait_replica_online();
     master.cmd(&["SET", "k", "v"]);
     master.cmd(&["CLIENT", "KILL", "TYPE", "replica"]);
     // The kill settles as a disconnect once the window for a refusing master has passed.

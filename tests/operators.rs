@@ -38,9 +38,7 @@ fn backups_and_replica_sessions_are_snapshots_not_failures() {
     let proxy = ProxyProc::start(master.port, &[]);
     // A real replica, streaming, from the same host as the tools.
     let replica = Server::start(&bin, &["--replicaof", "127.0.0.1", &proxy.listen_port.to_string()]);
-    master.wait_for("the replica online", 30, || {
-        master.info("replication").get("slave0").filter(|s| s.contains("state=online")).map(|_| ())
-    });
+    master.wait_replica_online();
     let cli = redis_cli();
     let port = proxy.listen_port.to_string();
     let dir = std::env::temp_dir().join(format!("replscope-operators-{}", std::process::id()));
@@ -117,9 +115,7 @@ fn a_replica_that_is_gone_loses_its_series_after_forget_after() {
     let proxy = ProxyProc::start(master.port, &["--forget-after", "5s"]);
     let mut replica = Server::start(&bin, &["--replicaof", "127.0.0.1", &proxy.listen_port.to_string()]);
     let ep = format!("127.0.0.1:{}", replica.port);
-    master.wait_for("the replica online", 30, || {
-        master.info("replication").get("slave0").filter(|s| s.contains("state=online")).map(|_| ())
-    });
+    master.wait_replica_online();
     wait("an ACK age", 10, || proxy.metrics().get("replscope_replica_ack_age_seconds", &[("replica", &ep)]).is_some());
     replica.kill();
     wait("the link closed", 10, || proxy.metrics().get("replscope_links", &[("kind", "replication")]) == Some(0.0));

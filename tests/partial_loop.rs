@@ -46,8 +46,8 @@ fn big_writes(port: u16, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
     })
 }
 
-/// A master with a 1mb hard limit for replicas and `backlog`, a proxy with `proxy_args`, a replica through
-/// it, online; then 3 MB writes until `stop`.
+/// A master with `master_args`, a proxy with `proxy_args`, a replica with `replica_args` through it,
+/// online; then 3 MB writes until `stop`.
 struct Setup {
     master: Server,
     proxy: ProxyProc,
@@ -57,17 +57,18 @@ struct Setup {
     writer: std::thread::JoinHandle<()>,
 }
 
-fn start(bin: &ServerBin, backlog: &str, proxy_args: &[&str]) -> Setup {
-    let master = Server::start(
-        bin,
-        &["--client-output-buffer-limit", "replica", "1mb", "0", "0", "--repl-backlog-size", backlog],
-    );
+/// A 1mb hard limit for replicas, and `backlog`.
+fn small_limit(backlog: &str) -> [&str; 7] {
+    ["--client-output-buffer-limit", "replica", "1mb", "0", "0", "--repl-backlog-size", backlog]
+}
+
+fn start(bin: &ServerBin, master_args: &[&str], proxy_args: &[&str], replica_args: &[&str]) -> Setup {
+    let master = Server::start(bin, master_args);
     let proxy = ProxyProc::start(master.port, proxy_args);
-    let replica = Server::start(bin, &["--replicaof", "127.0.0.1", &proxy.listen_port.to_string()]);
+    let port = proxy.listen_port.to_string();
+    let replica = Server::start(bin, &[&["--replicaof", "127.0.0.1", &port][..], replica_args].concat());
     let ep = format!("127.0.0.1:{}", replica.port);
-    master.wait_for("the replica online", 30, || {
-        master.info("replication").get("slave0").filter(|s| s.contains("state=online")).map(|_| ())
-    });
+    master.wait_replica_online();
     let stop = Arc::new(AtomicBool::new(false));
     let writer = big_writes(master.port, Arc::clone(&stop));
     Setup { master, proxy, _replica: replica, ep, stop, writer }
@@ -75,7 +76,7 @@ fn start(bin: &ServerBin, backlog: &str, proxy_args: &[&str]) -> Setup {
 
 fn partial_loop_on(bin: &ServerBin) {
     let ctx = format!("{} {:?}", bin.name, bin.version);
-    let Setup { master, proxy, _replica, ep, stop, writer } = start(bin, "64mb", &[]);
+    let Setup { master, proxy, _replica, ep, stop, writer } = start(bin, &small_limit("64mb"), &[], &[]);
 
     let deadline = Instant::now() + Duration::from_secs(90);
     let flagged = loop {
@@ -138,7 +139,7 @@ fn partial_loop_on(bin: &ServerBin) {
 fn no_partial_loop_on(bin: &ServerBin) {
     let ctx = format!("{} {:?}", bin.name, bin.version);
     let slow_link = ["--enable-faults", "--fault", "bandwidth rate=1MiB/s direction=master-to-replica"];
-    let Setup { master, proxy, _replica, ep, stop, writer } = start(bin, "4mb", &slow_link);
+    let Setup { master, proxy, _replica, ep, stop, writer } = start(bin, &small_limit("4mb"), &slow_link, &[]);
     // The first kill, then the replica's next PSYNC and the master's answer to it.
     let answered = master.wait_for("a kill and the next sync decided", 60, || {
         let links = proxy.links();
@@ -171,18 +172,8 @@ fn a_partial_resync_loop_is_flagged_by_the_third_attempt_where_the_server_has_on
 
 fn query_buffer_on(bin: &ServerBin) {
     let ctx = format!("{} {:?}", bin.name, bin.version);
-    let master = Server::start(bin, &[]);
-    let proxy = ProxyProc::start(master.port, &[]);
-    let replica = Server::start(
-        bin,
-        &["--replicaof", "127.0.0.1", &proxy.listen_port.to_string(), "--client-query-buffer-limit", "1mb"],
-    );
-    let ep = format!("127.0.0.1:{}", replica.port);
-    master.wait_for("the replica online", 30, || {
-        master.info("replication").get("slave0").filter(|s| s.contains("state=online")).map(|_| ())
-    });
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = big_writes(master.port, Arc::clone(&stop));
+    let Setup { master, proxy, _replica: replica, ep, stop, writer } =
+        start(bin, &[], &[], &["--client-query-buffer-limit", "1mb"]);
     if has_partial_loop(bin) {
         master.wait_for("a full loop flagged", 60, || {
             let m = proxy.metrics();

@@ -290,6 +290,13 @@ impl Server {
             .collect()
     }
 
+    /// Waits (30 s at most) until this master has a replica online.
+    pub fn wait_replica_online(&self) {
+        self.wait_for("the replica online", 30, || {
+            self.info("replication").get("slave0").filter(|s| s.contains("state=online")).map(|_| ())
+        });
+    }
+
     /// Polls `f` every 50 ms until it returns `Some`, for at most `secs` seconds.
     pub fn wait_for<T>(&self, what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
         let deadline = Instant::now() + Duration::from_secs(secs);
