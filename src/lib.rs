@@ -1,7 +1,7 @@
 //! replscope: a transparent proxy for the Redis/Valkey replication link that explains, with evidence, why
 //! replicas drop.
 //!
-//! This crate is layered as `../shared/DESIGN.md` describes:
+//! This crate is layered as the project's design describes (README, "Architecture"):
 //! - [`wire`]: sans-IO decoders, bytes in, events out;
 //! - [`link`]: the per-connection story (phases, facts, timings) built from those events;
 //! - [`observe`]: renderings of that story;

@@ -75,7 +75,7 @@ enum Command {
     },
     /// Replay a recorded link (JSON Lines, one read per line) and print each connection's story.
     ///
-    /// Example: replscope replay ../shared/captures/valkey-8.1.8-dual.jsonl
+    /// Example: replscope replay tests/data/captures/valkey-8.1.8-dual.jsonl
     Replay {
         /// The recording.
         file: PathBuf,

@@ -1,5 +1,5 @@
 //! Recordings of replication links: JSON Lines, one object per read a byte-forwarding relay made
-//! (`../shared/captures/README.md`): `t` seconds, `conn` number, `dir` (`m2r`/`r2m`), `len`, `hex` bytes,
+//! (`tests/data/captures/README.md`): `t` seconds, `conn` number, `dir` (`m2r`/`r2m`), `len`, `hex` bytes,
 //! or `eof: true` when that side closed. Reading one is how the core is replayed, by tests and by
 //! `replscope replay`.
 

@@ -169,8 +169,8 @@ fn a_replica_that_cannot_load_the_rdb_is_a_failed_load_naming_both_versions() {
     let redis7 = servers.iter().find(|s| !s.valkey && s.version.0 == 7).cloned().or_else(|| Some(redis_server()));
     let (Some(valkey), Some(redis7)) = (valkey, redis7) else {
         let required = std::env::var("REPLSCOPE_REQUIRE_SERVERS").is_ok_and(|v| v == "1");
-        assert!(!required, "needs Valkey ≥ 9.0 and Redis 7 (../shared/servers.sh)");
-        eprintln!("SKIPPED: needs Valkey ≥ 9.0 and Redis 7 (REPLSCOPE_SERVERS from ../shared/servers.sh)");
+        assert!(!required, "needs Valkey ≥ 9.0 and Redis 7 (scripts/servers.sh)");
+        eprintln!("SKIPPED: needs Valkey ≥ 9.0 and Redis 7 (REPLSCOPE_SERVERS from scripts/servers.sh)");
         return;
     };
     let master = Server::start(&valkey, &["--repl-diskless-sync", "no"]);

@@ -1,22 +1,17 @@
 //! The core against real servers: a real master and a real replica (every version `servers()` finds),
 //! linked through a test relay that feeds every forwarded byte to `Links`. The story the link tells must
 //! agree with what the servers themselves report: their offsets (`INFO replication`), the replica's port,
-//! the server version in the RDB, and equal datasets (`DEBUG DIGEST`). Disk, diskless and (Valkey)
-//! dual-channel full syncs, then a partial resync after `CLIENT KILL TYPE replica`.
+//! the server version in the RDB, and equal datasets (`DEBUG DIGEST`). Every sync mode a version offers
+//! (disk, diskless, and Valkey's dual channel or Redis 8's rdb channel), then a partial resync after
+//! `CLIENT KILL TYPE replica`.
 
 mod support;
 
 use replscope::link::{ClosedBy, Link, LinkId, LinkKind, Phase, SyncAnswer, SyncKind};
 use replscope::wire::{CommandName, PayloadFraming, TrailerCheck};
+use support::modes::SyncMode;
 use support::relay::Relay;
 use support::server::{Server, ServerBin, servers};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Mode {
-    Disk,
-    Diskless,
-    DualChannel,
-}
 
 fn info_i64(server: &Server, key: &str) -> Option<i64> {
     server.info("replication").get(key)?.parse().ok()
@@ -47,21 +42,16 @@ fn wait_offsets_agree(master: &Server, replica: &Server, relay: &Relay, id: Link
     })
 }
 
-fn scenario(bin: &ServerBin, mode: Mode) {
-    let ctx = format!("{} {mode:?}", bin.name);
-    let mut master_args = vec!["--rdbcompression", "no", "--repl-diskless-sync-delay", "0", "--repl-diskless-sync"];
-    master_args.push(if mode == Mode::Disk { "no" } else { "yes" });
-    if mode == Mode::DualChannel {
-        master_args.extend(["--dual-channel-replication-enabled", "yes"]);
-    }
+fn scenario(bin: &ServerBin, mode: SyncMode) {
+    let ctx = format!("{} {}", bin.name, mode.name(bin));
+    let mut master_args = vec!["--rdbcompression", "no"];
+    master_args.extend(mode.master_args(bin));
     let master = Server::start(bin, &master_args);
     master.cmd(&["DEBUG", "POPULATE", "20000", "key", "300"]);
     let relay = Relay::start(master.port);
     let relay_port = relay.port.to_string();
     let mut replica_args = vec!["--replicaof", "127.0.0.1", &relay_port];
-    if mode == Mode::DualChannel {
-        replica_args.extend(["--dual-channel-replication-enabled", "yes"]);
-    }
+    replica_args.extend(mode.replica_args(bin));
     let replica = Server::start(bin, &replica_args);
     replica.wait_for("the replica's link to come up", 60, || {
         (replica.info("replication").get("master_link_status").map(String::as_str) == Some("up")).then_some(())
@@ -83,18 +73,17 @@ fn scenario(bin: &ServerBin, mode: Mode) {
             [Phase::Handshake, Phase::WaitingBgsave, Phase::RdbTransfer, Phase::Loading, Phase::Streaming],
             "{ctx}"
         );
-        // Redis 8 sends a diskless sync's RDB over a second connection, its rdb channel, when the replica
-        // offers one (`+RDBCHANNELSYNC`); Valkey 8+ does when dual-channel replication is on.
-        let redis_8 = !bin.valkey && bin.version >= (8, 0, 0);
+        // Two connections: Valkey answers `+DUALCHANNELSYNC`, Redis 8 `+RDBCHANNELSYNC <client id>`. A
+        // disk-based Redis 8 master falls back to one connection although the replica offers an rdb channel.
         let two_channels = match (mode, &link.answer) {
-            (Mode::DualChannel, Some(SyncAnswer::DualChannelSync { .. })) => true,
-            (Mode::Diskless, Some(SyncAnswer::RdbChannelSync { .. })) if redis_8 => true,
-            (Mode::Disk | Mode::Diskless, Some(SyncAnswer::FullResync { .. })) => false,
+            (SyncMode::TwoChannel, Some(SyncAnswer::DualChannelSync { .. })) if bin.valkey => true,
+            (SyncMode::TwoChannel, Some(SyncAnswer::RdbChannelSync { .. })) if !bin.valkey => true,
+            (SyncMode::Disk | SyncMode::Diskless, Some(SyncAnswer::FullResync { .. })) => false,
             (_, other) => panic!("{ctx}: answer {other:?}"),
         };
         let rdb = link.rdb.as_ref().unwrap_or_else(|| panic!("{ctx}: no RDB"));
         let eof = matches!(rdb.framing, PayloadFraming::EofMark);
-        assert_eq!(eof, mode != Mode::Disk, "{ctx}: framing {:?}", rdb.framing);
+        assert_eq!(eof, mode != SyncMode::Disk, "{ctx}: framing {:?}", rdb.framing);
         assert!(matches!(rdb.trailer, Some(TrailerCheck::Ok { .. })), "{ctx}: trailer {:?}", rdb.trailer);
         assert!(rdb.transferred > 4_000_000, "{ctx}: RDB of 20,000 × 300 bytes is {} bytes?", rdb.transferred);
         assert_eq!(rdb.size(), Some(rdb.transferred), "{ctx}");
@@ -150,20 +139,25 @@ fn scenario(bin: &ServerBin, mode: Mode) {
 #[test]
 fn disk_full_sync_then_partial_resync_on_every_server() {
     for bin in servers() {
-        scenario(&bin, Mode::Disk);
+        scenario(&bin, SyncMode::Disk);
     }
 }
 
 #[test]
 fn diskless_full_sync_then_partial_resync_on_every_server() {
     for bin in servers() {
-        scenario(&bin, Mode::Diskless);
+        scenario(&bin, SyncMode::Diskless);
     }
 }
 
+/// Valkey 8+'s dual channel and Redis 8's rdb channel: the RDB over a second connection.
 #[test]
-fn valkey_dual_channel_full_sync_on_every_valkey() {
-    for bin in servers().into_iter().filter(|b| b.valkey && b.version >= (8, 0, 0)) {
-        scenario(&bin, Mode::DualChannel);
+fn two_channel_full_sync_then_partial_resync_on_every_server_that_has_one() {
+    let bins: Vec<ServerBin> =
+        servers().into_iter().filter(|b| SyncMode::offered_by(b).contains(&SyncMode::TwoChannel)).collect();
+    let required = std::env::var("REPLSCOPE_REQUIRE_SERVERS").is_ok_and(|v| v == "1");
+    assert!(!(required && bins.is_empty()), "no server with a second replication channel (Valkey 8+, Redis 8+)");
+    for bin in bins {
+        scenario(&bin, SyncMode::TwoChannel);
     }
 }

@@ -1,4 +1,4 @@
-//! Replays every recording in `../shared/captures` and asserts each connection's whole story: phases in
+//! Replays every recording in `tests/data/captures` and asserts each connection's whole story: phases in
 //! order, the PSYNC answer, the RDB (size, version, checksum), stream offsets equal to the ACKs the replica
 //! sent, command counts, the dual-channel pairing, and that no trace of the AUTH password remains.
 
@@ -8,7 +8,7 @@ use replscope::link::{ClosedBy, Link, LinkKind, Phase, SyncAnswer, SyncKind, Syn
 use replscope::wire::{CommandName, PayloadFraming, PsyncId, RdbMagic, TrailerCheck};
 use support::{Replay, load, replay, whole};
 
-/// What the scenario of `../shared/captures/README.md` must look like in each recording.
+/// What the scenario of `tests/data/captures/README.md` must look like in each recording.
 struct Expect {
     name: &'static str,
     framing_eof: bool,

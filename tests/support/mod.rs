@@ -1,4 +1,4 @@
-//! Shared test helpers: loading the recordings in `../shared/captures` and feeding them to the core.
+//! Shared test helpers: loading the recordings in `tests/data/captures` and feeding them to the core.
 
 #![allow(dead_code)]
 
@@ -8,12 +8,9 @@ use replscope::wire::Direction;
 
 pub use replscope::recording::Read;
 
-/// The folder holding the recordings: `$REPLSCOPE_CAPTURES`, else `../shared/captures` beside the repo.
+/// The folder holding the recordings the tests replay: `tests/data/captures` in this repository.
 pub fn captures_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("REPLSCOPE_CAPTURES") {
-        return PathBuf::from(dir);
-    }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/captures")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/captures")
 }
 
 /// Every recording's file name, sorted.
@@ -117,6 +114,7 @@ pub fn bytewise(b: &[u8]) -> Vec<usize> {
 }
 
 pub mod load;
+pub mod modes;
 pub mod proxy;
 pub mod relay;
 pub mod server;

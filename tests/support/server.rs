@@ -37,7 +37,7 @@ impl ServerBin {
 }
 
 /// The servers to test against: every `*/redis-server` and `*/valkey-server` under `$REPLSCOPE_SERVERS`
-/// (the folder `../shared/servers.sh` fills), else `redis-server` on `PATH`. With
+/// (the folder `scripts/servers.sh` fills), else `redis-server` on `PATH`. With
 /// `REPLSCOPE_REQUIRE_SERVERS=1` (CI), finding none is a failure; otherwise the caller skips, saying so.
 pub fn servers() -> Vec<ServerBin> {
     let mut found = Vec::new();
