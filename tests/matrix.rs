@@ -1,11 +1,16 @@
 //! The shipped `replscope proxy` binary between a master and a replica of every server version found
-//! (`REPLSCOPE_SERVERS`, else `redis-server` on PATH): a diskless full sync (on Valkey 8+, dual-channel:
-//! two connections through the proxy joined into one story), a write load, then `CLIENT KILL TYPE replica`
-//! and the partial resync. `tests/live.rs` checks the core on the same matrix through a test relay; this
+//! (`REPLSCOPE_SERVERS`, else `redis-server` on PATH), in every sync mode the version offers: disk,
+//! diskless, and on two connections (Valkey 8+'s dual channel, Redis 8's rdb channel: joined into one
+//! story, the RDB from the second connection, offsets and lag from the main one). A write load runs through
+//! the sync, then `CLIENT KILL TYPE replica` and the partial resync. `tests/live.rs` checks the core on the same matrix through a test relay; this
 //! checks the driver, metrics and API that users run, against what each server reports.
 
 mod support;
 
+use std::time::Duration;
+
+use support::load::Load;
+use support::modes::SyncMode;
 use support::proxy::ProxyProc;
 use support::server::{Server, ServerBin, servers};
 
@@ -33,26 +38,28 @@ fn at_rest(master: &Server, replica: &Server, proxy: &ProxyProc, ep: &str, ctx: 
     })
 }
 
-fn scenario(bin: &ServerBin) {
-    let dual = bin.valkey && bin.version >= (8, 0, 0);
-    let ctx = format!("{} ({})", bin.name, if dual { "dual-channel" } else { "diskless" });
-    let mut master_args =
-        vec!["--rdbcompression", "no", "--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0"];
-    if dual {
-        master_args.extend(["--dual-channel-replication-enabled", "yes"]);
-    }
+fn scenario(bin: &ServerBin, mode: SyncMode) {
+    let two_channels = mode == SyncMode::TwoChannel;
+    let ctx = format!("{} ({})", bin.name, mode.name(bin));
+    let mut master_args = vec!["--rdbcompression", "no"];
+    master_args.extend(mode.master_args(bin));
     let master = Server::start(bin, &master_args);
     master.cmd(&["DEBUG", "POPULATE", "20000", "key", "300"]);
     let proxy = ProxyProc::start(master.port, &[]);
     let port = proxy.listen_port.to_string();
     let mut replica_args = vec!["--replicaof", "127.0.0.1", &port];
-    if dual {
-        replica_args.extend(["--dual-channel-replication-enabled", "yes"]);
-    }
+    replica_args.extend(mode.replica_args(bin));
+    // A write load from before the replica starts until its sync is over: on two channels the main
+    // channel streams these writes while the RDB still crosses the other one.
+    let load = Load::start(master.port, "w", 20, 100, 5_000, Duration::from_millis(5));
+    std::thread::sleep(Duration::from_millis(200));
     let replica = Server::start(bin, &replica_args);
     let ep = format!("127.0.0.1:{}", replica.port);
-    let commands: Vec<Vec<String>> = (0..2000).map(|i| vec!["SET".into(), format!("w:{i}"), "v".repeat(100)]).collect();
-    master.pipeline(&commands);
+    replica.wait_for(&format!("{ctx}: the replica's link to come up"), 60, || {
+        (replica.info("replication").get("master_link_status").map(String::as_str) == Some("up")).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    load.stop();
     let offset = at_rest(&master, &replica, &proxy, &ep, &ctx);
     assert_eq!(digest(&master), digest(&replica), "{ctx}: datasets differ after the full sync");
 
@@ -70,16 +77,34 @@ fn scenario(bin: &ServerBin) {
         .iter()
         .find(|l| l["kind"] == "replication" && l["sync_kind"] == "full")
         .unwrap_or_else(|| panic!("{ctx}: no full-sync link: {links:?}"));
+    let answer = main["answer"]["answer"].as_str();
+    let expected = match mode {
+        SyncMode::TwoChannel if bin.valkey => "dual_channel_sync",
+        SyncMode::TwoChannel => "rdb_channel_sync",
+        _ => "full_resync",
+    };
+    assert_eq!(answer, Some(expected), "{ctx}: {}", main["answer"]);
+    let sets =
+        main["stream"]["commands"].as_object().and_then(|c| c.iter().find(|(k, _)| k.eq_ignore_ascii_case("set")));
+    assert!(sets.is_some(), "{ctx}: the write load crossed the main channel: {}", main["stream"]);
     let phases: Vec<&str> =
         main["phases"].as_array().into_iter().flatten().filter_map(|p| p["phase"].as_str()).collect();
     assert_eq!(phases, ["handshake", "waiting_bgsave", "rdb_transfer", "loading", "streaming"], "{ctx}");
     let rdb = &main["rdb"];
-    assert_eq!((rdb["framing"].as_str(), rdb["trailer"]["status"].as_str()), (Some("eof_mark"), Some("ok")), "{ctx}");
+    let framing = if mode == SyncMode::Disk {
+        rdb["framing"]["sized"]["len"].as_f64() == Some(transferred)
+    } else {
+        rdb["framing"] == "eof_mark"
+    };
+    assert!(framing, "{ctx}: {mode:?} framing {}", rdb["framing"]);
+    assert_eq!(rdb["trailer"]["status"], "ok", "{ctx}");
+    let rate = main["rdb_rate_bytes_per_second"].as_f64().unwrap_or(0.0);
+    assert!(rate > 0.0, "{ctx}: an RDB rate on the main link's story: {}", main["rdb_rate_bytes_per_second"]);
     let (ma, mi, pa) = bin.version;
     let written_by = if bin.valkey { &rdb["header"]["aux"]["valkey_ver"] } else { &rdb["header"]["aux"]["redis_ver"] };
     assert_eq!(written_by.as_str(), Some(format!("{ma}.{mi}.{pa}").as_str()), "{ctx}: the version in the RDB");
     assert_eq!(main["master_offset"].as_i64(), Some(offset), "{ctx}");
-    if dual {
+    if two_channels {
         let rdb_channel = links
             .iter()
             .find(|l| l["kind"] == "rdb_channel")
@@ -88,6 +113,18 @@ fn scenario(bin: &ServerBin) {
         assert_eq!(main["partner"], rdb_channel["id"], "{ctx}");
         assert_eq!(rdb_channel["open"], false, "{ctx}: the RDB channel closes once it delivered");
         assert!(rdb_channel["diagnosis"].is_null(), "{ctx}: its close is the normal end, not a drop");
+        // The RDB crossed the rdb channel, and the main channel's story carries it: size, checksum, rate.
+        assert_eq!(rdb["via_rdb_channel"], rdb_channel["id"], "{ctx}: {rdb}");
+        assert_eq!(rdb_channel["rdb"]["transferred"], rdb["transferred"], "{ctx}");
+        assert_eq!(rdb_channel["rdb"]["trailer"], rdb["trailer"], "{ctx}: the checksum the rdb channel carried");
+        assert!(rdb_channel["stream"]["commands"].as_object().is_none_or(|c| c.is_empty()), "{ctx}: no stream on it");
+        // The two ran side by side: the main channel streamed writes before the RDB was through.
+        let first_write = main["stream"]["first_command_at"].as_f64().expect("a first command");
+        let rdb_done = rdb_channel["close"]["at"].as_f64().expect("the rdb channel closed");
+        assert!(first_write < rdb_done, "{ctx}: first write at {first_write}, RDB done at {rdb_done}");
+    } else {
+        assert!(rdb["via_rdb_channel"].is_null(), "{ctx}: one connection: {rdb}");
+        assert!(links.iter().all(|l| l["kind"] != "rdb_channel"), "{ctx}");
     }
 
     // The partial resync after the master kills the link.
@@ -110,8 +147,10 @@ fn scenario(bin: &ServerBin) {
 }
 
 #[test]
-fn the_proxy_binary_on_every_server_version() {
+fn the_proxy_binary_on_every_server_version_and_sync_mode() {
     for bin in servers() {
-        scenario(&bin);
+        for mode in SyncMode::offered_by(&bin) {
+            scenario(&bin, mode);
+        }
     }
 }
