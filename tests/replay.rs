@@ -1,6 +1,7 @@
 //! Replays every recording in `tests/data/captures` and asserts each connection's whole story: phases in
 //! order, the PSYNC answer, the RDB (size, version, checksum), stream offsets equal to the ACKs the replica
-//! sent, command counts, the dual-channel pairing, and that no trace of the AUTH password remains.
+//! sent, command counts, the pairing of a second channel (Valkey's dual channel, Redis 8's rdb channel), and
+//! that no trace of the AUTH password remains.
 
 mod support;
 
@@ -59,6 +60,17 @@ fn expectations() -> Vec<Expect> {
         Expect { auth: true, ..e("redis-7.0.15-auth.jsonl", false, RdbMagic::Redis, 10, "7.0.15") },
         e("redis-7.0.15-disk.jsonl", false, RdbMagic::Redis, 10, "7.0.15"),
         e("redis-7.0.15-diskless.jsonl", true, RdbMagic::Redis, 10, "7.0.15"),
+        e("redis-8.2.3-disk.jsonl", false, RdbMagic::Redis, 12, "8.2.3"),
+        Expect {
+            rdb_channel: Some(2),
+            partial: 3,
+            ..e("redis-8.2.3-rdbchannel-disk-load.jsonl", true, RdbMagic::Redis, 12, "8.2.3")
+        },
+        Expect {
+            rdb_channel: Some(2),
+            partial: 3,
+            ..e("redis-8.2.3-rdbchannel-diskless-load.jsonl", true, RdbMagic::Redis, 12, "8.2.3")
+        },
         Expect { replica_version: Some("8.1.8"), ..e("valkey-8.1.8-disk.jsonl", false, RdbMagic::Redis, 11, "8.1.8") },
         Expect {
             replica_version: Some("8.1.8"),
@@ -140,13 +152,19 @@ fn check(ex: &Expect, r: &Replay) {
     assert!(matches!(full.request, Some(SyncRequest::Psync { replid: PsyncId::Unknown, offset: -1, .. })), "{name}");
     assert_eq!(full.sync_kind, Some(SyncKind::Full), "{name}");
     assert_eq!(full.psync_refusal, None, "{name}: a first sync (PSYNC ? -1) is no refusal");
-    let replid = match (&full.answer, ex.rdb_channel) {
+    // One connection: `+FULLRESYNC` on it. Valkey's dual channel: `+DUALCHANNELSYNC` on the main channel,
+    // `$ENDOFF` on the RDB channel. Redis 8's rdb channel: `+RDBCHANNELSYNC <main client id>` on the main
+    // channel, `+FULLRESYNC` on the rdb channel.
+    let rdb_channel_answer = ex.rdb_channel.map(|rc| &link(r, rc).answer);
+    let replid = match (&full.answer, rdb_channel_answer) {
         (Some(SyncAnswer::FullResync { replid, offset: 0, .. }), None) => *replid,
-        (Some(SyncAnswer::DualChannelSync { .. }), Some(_)) => match &link(r, ex.rdb_channel.unwrap_or(0)).answer {
-            Some(SyncAnswer::EndOffset { replid, offset: 0, .. }) => *replid,
-            other => panic!("{name}: RDB channel answer {other:?}"),
-        },
-        (other, _) => panic!("{name}: full-sync answer {other:?}"),
+        (Some(SyncAnswer::DualChannelSync { .. }), Some(Some(SyncAnswer::EndOffset { replid, offset: 0, .. }))) => {
+            *replid
+        }
+        (Some(SyncAnswer::RdbChannelSync { .. }), Some(Some(SyncAnswer::FullResync { replid, offset: 0, .. }))) => {
+            *replid
+        }
+        (other, rc) => panic!("{name}: full-sync answer {other:?}, RDB channel answer {rc:?}"),
     };
     let rdb = full.rdb.as_ref().unwrap_or_else(|| panic!("{name}: no RDB"));
     assert_eq!(matches!(rdb.framing, PayloadFraming::EofMark), ex.framing_eof, "{name}: framing");
@@ -186,9 +204,26 @@ fn check(ex: &Expect, r: &Replay) {
             "{name}: RDB channel phases"
         );
         assert!(rdb_link.handshake.rdb_only, "{name}");
-        assert!(matches!(rdb_link.request, Some(SyncRequest::Sync { .. })), "{name}");
-        let Some(SyncAnswer::EndOffset { client_id, .. }) = rdb_link.answer else { panic!("{name}") };
-        assert_eq!(full.handshake.set_rdb_client_id, Some(client_id), "{name}");
+        // How the two are paired: Valkey's RDB channel learns its client id in `$ENDOFF` and the main
+        // channel names it (`REPLCONF set-rdb-client-id`); Redis's rdb channel names the main channel's id
+        // (`REPLCONF main-ch-client-id`) that the master gave in `+RDBCHANNELSYNC`.
+        match (&full.answer, &rdb_link.answer) {
+            (Some(SyncAnswer::DualChannelSync { .. }), Some(SyncAnswer::EndOffset { client_id, .. })) => {
+                assert!(matches!(rdb_link.request, Some(SyncRequest::Sync { .. })), "{name}");
+                assert_eq!(full.handshake.set_rdb_client_id, Some(*client_id), "{name}");
+            }
+            (Some(SyncAnswer::RdbChannelSync { client_id, .. }), Some(SyncAnswer::FullResync { .. })) => {
+                assert!(
+                    matches!(rdb_link.request, Some(SyncRequest::Psync { replid: PsyncId::Unknown, offset: -1, .. })),
+                    "{name}: the rdb channel asks `PSYNC ? -1`: {:?}",
+                    rdb_link.request
+                );
+                assert_eq!(rdb_link.handshake.main_ch_client_id, Some(*client_id), "{name}");
+                // The main channel's stream starts where the rdb channel's snapshot ends.
+                assert_eq!(full.stream.start_offset, Some(0), "{name}");
+            }
+            other => panic!("{name}: {other:?}"),
+        }
         assert_eq!(rdb.via_rdb_channel, Some(r.ids[&rc].0), "{name}");
         assert_eq!(rdb_link.rdb.as_ref().map(|r| r.transferred), Some(rdb.transferred), "{name}");
         assert_eq!(full.phase_at(Phase::RdbTransfer), rdb_link.phase_at(Phase::RdbTransfer), "{name}");

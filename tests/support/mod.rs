@@ -82,6 +82,10 @@ pub fn replay(reads: &[Read], mut split: impl FnMut(&[u8]) -> Vec<usize>) -> Rep
             let offset = link.master_offset();
             let reached = boundaries.entry(r.conn).or_default();
             reached.extend(link.stream.start_offset);
+            // The link counts complete commands only, so its offset is always a boundary. (A Redis 8 main
+            // channel's decoder never learns the offset — its start comes from the rdb channel — so its
+            // command events carry none; the link's offset is the one that counts.)
+            reached.extend(offset);
             for e in &out {
                 match &e.event {
                     Event::StreamCommand { offset: Some(o), .. } => reached.push(*o),

@@ -1,6 +1,8 @@
 //! A minimal byte-forwarding relay for tests (not the proxy): every byte of every connection is forwarded
 //! unchanged and also fed, with its time, to one route's links ([`Fed`]). It lets the `wire`/`link` core be
-//! checked against real servers before (and independently of) the tokio driver.
+//! checked against real servers before (and independently of) the tokio driver. It can also write what it
+//! forwards as a recording (the format of `tests/data/captures/README.md`), which is how the recordings of
+//! servers not in `../shared` were made (`tests/record.rs`).
 
 use std::io::{ErrorKind, Read as _, Write as _};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -19,11 +21,37 @@ struct Shared {
     ids: Mutex<Vec<LinkId>>,
     start: Instant,
     stop: AtomicBool,
+    recording: Option<Mutex<std::io::BufWriter<std::fs::File>>>,
 }
 
 impl Shared {
     fn now(&self) -> Timestamp {
         Timestamp::from_micros(self.start.elapsed().as_micros() as u64)
+    }
+
+    /// Feeds one read (or, with no bytes, one side's end of file) to the links and to the recording. One
+    /// lock for both keeps the recording in the order the core saw the reads.
+    fn read(&self, id: LinkId, dir: Direction, bytes: Option<&[u8]>, close: Option<TransportEvent>) {
+        let mut links = lock(&self.links);
+        let now = self.now();
+        match (bytes, close) {
+            (Some(b), _) => {
+                links.on_bytes(id, dir, b, now);
+            }
+            (None, Some(event)) => links.on_transport(id, event, now),
+            (None, None) => {}
+        }
+        let Some(recording) = &self.recording else { return };
+        let conn = lock(&self.ids).iter().position(|i| *i == id).map_or(0, |p| p + 1);
+        let dir = if dir == Direction::MasterToReplica { "m2r" } else { "r2m" };
+        let t = now.as_micros() as f64 / 1e6;
+        let line = match bytes {
+            Some(b) => serde_json::json!({"t": t, "conn": conn, "dir": dir, "len": b.len(), "hex": hex::encode(b)}),
+            None => serde_json::json!({"t": t, "conn": conn, "dir": dir, "eof": true}),
+        };
+        let mut out = lock(recording);
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
     }
 }
 
@@ -36,6 +64,16 @@ pub struct Relay {
 
 impl Relay {
     pub fn start(master_port: u16) -> Relay {
+        Self::start_with(master_port, None)
+    }
+
+    /// A relay that also writes every read to `path` as a recording.
+    pub fn recording(master_port: u16, path: &std::path::Path) -> Relay {
+        let file = std::fs::File::create(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        Self::start_with(master_port, Some(Mutex::new(std::io::BufWriter::new(file))))
+    }
+
+    fn start_with(master_port: u16, recording: Option<Mutex<std::io::BufWriter<std::fs::File>>>) -> Relay {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind relay");
         listener.set_nonblocking(true).expect("nonblocking");
         let port = listener.local_addr().expect("addr").port();
@@ -44,6 +82,7 @@ impl Relay {
             ids: Mutex::new(Vec::new()),
             start: Instant::now(),
             stop: AtomicBool::new(false),
+            recording,
         });
         let s = Arc::clone(&shared);
         let accept = std::thread::spawn(move || {
@@ -116,7 +155,7 @@ fn pump(s: &Shared, id: LinkId, mut from: TcpStream, mut to: TcpStream, dir: Dir
         let how = match from.read(&mut buf) {
             Ok(0) => CloseHow::Fin,
             Ok(n) => {
-                lock(&s.links).on_bytes(id, dir, &buf[..n], s.now());
+                s.read(id, dir, Some(&buf[..n]), None);
                 if to.write_all(&buf[..n]).is_ok() {
                     continue;
                 }
@@ -126,7 +165,7 @@ fn pump(s: &Shared, id: LinkId, mut from: TcpStream, mut to: TcpStream, dir: Dir
             Err(e) if e.kind() == ErrorKind::ConnectionReset => CloseHow::Reset,
             Err(e) => CloseHow::Error(e.kind()),
         };
-        lock(&s.links).on_transport(id, TransportEvent::Closed { by, how }, s.now());
+        s.read(id, dir, None, Some(TransportEvent::Closed { by, how }));
         let _ = to.shutdown(Shutdown::Write);
         return;
     }
