@@ -153,11 +153,7 @@ fn diskless_full_sync_then_partial_resync_on_every_server() {
 /// Valkey 8+'s dual channel and Redis 8's rdb channel: the RDB over a second connection.
 #[test]
 fn two_channel_full_sync_then_partial_resync_on_every_server_that_has_one() {
-    let bins: Vec<ServerBin> =
-        servers().into_iter().filter(|b| SyncMode::offered_by(b).contains(&SyncMode::TwoChannel)).collect();
-    let required = std::env::var("REPLSCOPE_REQUIRE_SERVERS").is_ok_and(|v| v == "1");
-    assert!(!(required && bins.is_empty()), "no server with a second replication channel (Valkey 8+, Redis 8+)");
-    for bin in bins {
+    for bin in support::modes::two_channel_servers() {
         scenario(&bin, SyncMode::TwoChannel);
     }
 }

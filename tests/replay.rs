@@ -284,3 +284,39 @@ fn check(ex: &Expect, r: &Replay) {
         );
     }
 }
+
+/// A two-channel sync's replica whose writes waited over a second while the RDB still crossed its other
+/// channel stopped reading: its stream buffer was full. The same wait on one connection, or once the
+/// replica is loading, is not that.
+#[test]
+fn a_replica_that_stops_reading_its_main_channel_mid_transfer_is_named() {
+    use replscope::link::{Change, Side, TransportEvent};
+    use std::time::Duration;
+    // A wait of `secs` that ends `secs + later` seconds after the read `after` picks.
+    let wait_later = |name: &str, after: &dyn Fn(&support::Read) -> bool, secs: u64, later: u64| {
+        let reads = load(name);
+        let cut = reads.iter().position(after).unwrap_or_else(|| panic!("{name}: no such read")) + 1;
+        let mut r = replay(&reads[..cut], whole);
+        let at = reads[cut - 1].at.plus(Duration::from_secs(secs + later));
+        let main = r.ids[&1];
+        let blocked = TransportEvent::WriteBlocked { side: Side::Replica, duration: Duration::from_secs(secs) };
+        r.links.on_transport(main, blocked, at);
+        let named = r.links.last_changes().iter().filter(|c| matches!(c, Change::ReplicaBufferFull { .. })).count();
+        (r.links.get(main).and_then(|l| l.replica_buffer_full), named)
+    };
+    let wait = |name: &str, after: &dyn Fn(&support::Read) -> bool, secs: u64| wait_later(name, after, secs, 0);
+    let mid_rdb = |r: &support::Read| r.conn == 2 && r.bytes.len() > 10_000;
+    let (full, named) = wait("redis-8.2.3-rdbchannel-disk-load.jsonl", &mid_rdb, 3);
+    let full = full.expect("named");
+    assert_eq!((full.not_reading, named), (Duration::from_secs(3), 1));
+    // Shorter waits are hiccups.
+    assert_eq!(wait("redis-8.2.3-rdbchannel-disk-load.jsonl", &mid_rdb, 0).0, None);
+    // One connection: the master's output buffer takes it, as it always did.
+    let one_channel = |r: &support::Read| r.conn == 1 && r.bytes.len() > 10_000;
+    assert_eq!(wait("redis-8.2.3-disk.jsonl", &one_channel, 3).0, None);
+    // A replica busy loading the RDB may rightly not read.
+    let rdb_done = |r: &support::Read| r.conn == 2 && r.eof;
+    assert_eq!(wait_later("redis-8.2.3-rdbchannel-disk-load.jsonl", &rdb_done, 3, 1).0, None);
+    // Valkey's dual channel, too.
+    assert!(wait("valkey-9.1.2-dual.jsonl", &mid_rdb, 3).0.is_some());
+}

@@ -24,16 +24,7 @@ fn the_output_buffer_loop_is_named_forecast_flagged_and_cleared() {
         &["--rdbcompression", "no", "--repl-diskless-sync", "no", "--client-output-buffer-limit", "replica 8mb 4mb 5"],
     );
     master.cmd(&["DEBUG", "POPULATE", "200000", "key", "300"]);
-    let proxy = ProxyProc::start(
-        master.port,
-        &[
-            "--enable-faults",
-            "--assume-output-buffer-limit",
-            "8mb 4mb 5",
-            "--fault",
-            "bandwidth rate=4MiB/s direction=master-to-replica",
-        ],
-    );
+    let proxy = ProxyProc::start(master.port, &support::proxy::LOOP_PROXY_ARGS);
 
     // About 1.5 MB/s of writes: 50 × 1 KB every 33 ms.
     let load_writer = support::load::Load::start(master.port, "w", 50, 1000, 100_000, Duration::from_millis(33));

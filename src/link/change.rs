@@ -45,6 +45,12 @@ pub enum Change {
         /// How long.
         duration: Duration,
     },
+    /// A two-channel sync's replica stopped reading its main channel before the RDB was through
+    /// ([`Link::replica_buffer_full`](crate::link::Link::replica_buffer_full); once per link).
+    ReplicaBufferFull {
+        /// The link.
+        link: LinkId,
+    },
     /// The master answered the sync request: a full sync or a partial resync (once per link).
     SyncDecided {
         /// The link.
@@ -126,6 +132,7 @@ impl Change {
             | Change::Forwarded { link, .. }
             | Change::Commands { link, .. }
             | Change::WriteBlocked { link, .. }
+            | Change::ReplicaBufferFull { link }
             | Change::SyncDecided { link, .. }
             | Change::Refused { link }
             | Change::ChecksumFailed { link }

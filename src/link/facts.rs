@@ -288,6 +288,20 @@ impl RdbFacts {
     }
 }
 
+/// On a two-channel full sync (Valkey's dual channel, Redis 8's rdb channel), the replica stopped reading
+/// its main channel while the RDB still crossed the other one: its own buffer for the stream it receives
+/// meanwhile was full (Redis 8: `replica-full-sync-buffer-limit`, 0 meaning its `client-output-buffer-limit
+/// replica` hard limit; Valkey: that hard limit). The stream then piles up on the master instead. Seen by
+/// the proxy as writes toward the replica that waited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ReplicaBufferFull {
+    /// When the first such wait began.
+    pub since: Timestamp,
+    /// How long the replica did not read, in all, in waits that began before it was loading.
+    #[serde(serialize_with = "serialize_secs", rename = "not_reading_seconds")]
+    pub not_reading: Duration,
+}
+
 /// A `REPLCONF ACK`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Ack {

@@ -65,6 +65,11 @@ pub fn sync_buffer_forecast(
     if !matches!(link.phase(), Phase::WaitingBgsave | Phase::RdbTransfer) {
         return None;
     }
+    // On two channels the replica reads the stream during the transfer and buffers it itself: nothing
+    // piles up against the master's limit (measured on Redis 8.2 and Valkey 8.1/9.1, `tests/loop_matrix.rs`).
+    if link.is_two_channel_main() || link.kind == crate::link::LinkKind::RdbChannel {
+        return None;
+    }
     let write_rate = write_rate?;
     let granted = link.phase_at(Phase::WaitingBgsave)?;
     let elapsed = now.since(granted).as_secs_f64();

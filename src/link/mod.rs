@@ -32,7 +32,7 @@ pub use cause::Cause;
 pub use change::Change;
 pub use facts::{
     Ack, AuthFacts, Close, CommandSeen, DesyncFacts, ErrorReply, Handshake, HandshakeStep, LinkKind, MAX_ERRORS_KEPT,
-    Phase, PhaseChange, RdbFacts, StreamFacts, SyncAnswer, SyncKind, SyncRequest, Traffic,
+    Phase, PhaseChange, RdbFacts, ReplicaBufferFull, StreamFacts, SyncAnswer, SyncKind, SyncRequest, Traffic,
 };
 pub use feed::{Fed, FedLink};
 pub use reader::{Decoded, Reader};
@@ -110,6 +110,12 @@ pub struct Link {
     pub blocked: [Duration; 2],
     /// An error line that came instead of the payload of a granted full sync.
     pub payload_error: Option<ErrorReply>,
+    /// A two-channel sync's replica stopped reading this main channel before the RDB was through: its
+    /// own stream buffer was full, and the stream piled up on the master instead.
+    pub replica_buffer_full: Option<ReplicaBufferFull>,
+    /// Waits toward the replica that began before it was loading, for [`Link::replica_buffer_full`].
+    #[serde(skip)]
+    waits_before_loading: Option<ReplicaBufferFull>,
     /// The last write that waited on each side: when it ended and how long it waited.
     #[serde(skip)]
     pub last_blocked: [Option<(Timestamp, Duration)>; 2],
@@ -179,6 +185,8 @@ impl Link {
             traffic: [Traffic::default(); 2],
             blocked: [Duration::ZERO; 2],
             payload_error: None,
+            replica_buffer_full: None,
+            waits_before_loading: None,
             last_blocked: [None, None],
             diagnosis: None,
             desyncs: Vec::new(),
@@ -192,6 +200,12 @@ impl Link {
             dual_channel_continue_from: None,
             awaiting: VecDeque::new(),
         }
+    }
+
+    /// Whether this is the main channel of a two-channel full sync (`+DUALCHANNELSYNC`, `+RDBCHANNELSYNC`):
+    /// its replica receives the stream during the transfer and buffers it itself.
+    pub fn is_two_channel_main(&self) -> bool {
+        matches!(self.answer, Some(SyncAnswer::DualChannelSync { .. } | SyncAnswer::RdbChannelSync { .. }))
     }
 
     /// The current phase.
@@ -461,9 +475,36 @@ impl Link {
                 self.blocked[side.index()] += duration;
                 self.last_blocked[side.index()] = Some((now, duration));
                 self.emit(Change::WriteBlocked { link: self.id, side, duration });
+                if side == Side::Replica {
+                    self.replica_waited(now, duration);
+                }
             }
         }
         self.flush(out);
+    }
+
+    /// A write toward the replica that ended at `now` waited `duration`. On a two-channel main channel, waits
+    /// that began before the replica was loading add up to [`ReplicaBufferFull`] once they pass
+    /// [`rules::REPLICA_BUFFER_FULL_AFTER`] (a replica busy loading may rightly not read; one still
+    /// receiving the RDB reads its main channel unless its buffer for it is full).
+    fn replica_waited(&mut self, now: Timestamp, duration: Duration) {
+        let two_channel = self.is_two_channel_main();
+        let began = Timestamp::from_micros(now.as_micros().saturating_sub(duration.as_micros() as u64));
+        let before_loading = self.phase_at(Phase::Loading).is_none_or(|loading| began < loading);
+        if !two_channel || !before_loading {
+            return;
+        }
+        let waits =
+            self.waits_before_loading.get_or_insert(ReplicaBufferFull { since: began, not_reading: Duration::ZERO });
+        waits.not_reading += duration;
+        let waits = *waits;
+        if waits.not_reading >= rules::REPLICA_BUFFER_FULL_AFTER {
+            let first = self.replica_buffer_full.is_none();
+            self.replica_buffer_full = Some(waits);
+            if first {
+                self.emit(Change::ReplicaBufferFull { link: self.id });
+            }
+        }
     }
 
     /// Moves to a later phase; earlier or equal phases are ignored.

@@ -20,6 +20,11 @@ pub const DESYNC_BEFORE_CLOSE: Duration = Duration::from_secs(1);
 /// output buffer for it was backed up.
 pub const BACKED_UP_WITHIN: Duration = Duration::from_secs(2);
 
+/// A two-channel sync's replica that did not read its main channel for this long before it was loading
+/// had its stream buffer full ([`ReplicaBufferFull`](crate::link::facts::ReplicaBufferFull)); shorter waits
+/// are ordinary scheduling and socket-buffer hiccups.
+pub const REPLICA_BUFFER_FULL_AFTER: Duration = Duration::from_secs(1);
+
 /// A `REPLCONF GETACK` this close before a master close, with nothing streamed after it, is a graceful
 /// shutdown (7.0+ asks lagging replicas for their offset, then waits up to `shutdown-timeout`, 10 s).
 pub const GETACK_BEFORE_SHUTDOWN: Duration = Duration::from_secs(11);

@@ -4,7 +4,7 @@
 use crate::link::cause::{Cause, Diagnosis, Evidence};
 use crate::link::history::ReplicaHistory;
 use crate::link::settings::{ServerSettings, SettingUsed};
-use crate::link::{ClosedBy, Link, Phase, PsyncRefusal, RefusalReason};
+use crate::link::{ClosedBy, Link, Phase, PsyncRefusal, RefusalReason, ReplicaBufferFull, SyncAnswer};
 use crate::observe::words::{human_bytes, short};
 use crate::wire::{ErrorCode, TrailerCheck};
 
@@ -199,6 +199,23 @@ pub fn partial_loop(h: &ReplicaHistory, limit: &SettingUsed) -> String {
         if biggest > 0 { format!(" (at least {}mb)", suggest_mb(biggest as f64 * 2.0)) } else { String::new() }
     ));
     s
+}
+
+/// What a two-channel sync's replica that stopped reading its main channel means, and what to change.
+pub fn replica_buffer_full(link: &Link, full: &ReplicaBufferFull) -> String {
+    let setting = match link.answer {
+        Some(SyncAnswer::RdbChannelSync { .. }) => {
+            "replica-full-sync-buffer-limit (0: its client-output-buffer-limit replica hard limit)"
+        }
+        _ => "client-output-buffer-limit replica hard limit",
+    };
+    format!(
+        "the replica stopped reading the stream on its main channel for {:.1} s while the RDB still crossed its \
+         other channel: its own buffer for the stream was full (its {setting}); the stream piled up on the \
+         master meanwhile. Not a drop: the sync goes on, at the cost of the master's memory; raise the \
+         replica's limit if the master cannot afford it",
+        full.not_reading.as_secs_f64()
+    )
 }
 
 /// Why a partial resync was refused, in plain words, with its numbers and what to change where a

@@ -155,6 +155,12 @@ pub fn refusal(route: &str, id: LinkId, link: &Link, r: &crate::link::PsyncRefus
     tracing::info!(route, link = id.0, replica, reason = r.reason.as_str(), "partial resync refused: {why}");
 }
 
+/// Logs a two-channel sync's replica that stopped reading its main channel, as the caller explains it.
+pub fn replica_buffer_full(route: &str, id: LinkId, link: &Link, why: &str) {
+    let replica = link.replica_endpoint().unwrap_or_else(|| "-".into());
+    tracing::warn!(route, link = id.0, replica, kind = link.kind.as_str(), "replica buffer full: {why}");
+}
+
 /// Logs an injected fault acting on a link.
 pub fn fault_acted(route: &str, id: LinkId, link: &Link, fault: u64, kind: crate::link::FaultType, action: &str) {
     let replica = link.replica_endpoint().unwrap_or_else(|| "-".into());

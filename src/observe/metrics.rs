@@ -164,6 +164,12 @@ const CHECKSUM_FAILURES: Counter<2> = Counter::new(
     "RDB trailers that did not match the bytes forwarded.",
     ["route", "replica"],
 );
+const REPLICA_BUFFER_FULL: Counter<2> = Counter::new(
+    "replscope_replica_buffer_full_total",
+    "Two-channel full syncs whose replica stopped reading its main channel before the RDB was through (its \
+     own stream buffer was full; the stream piled up on the master instead).",
+    ["route", "replica"],
+);
 const DESYNCS: Counter<2> =
     Counter::new("replscope_desyncs_total", "Streams the decoders gave up on, by direction.", ["route", "direction"]);
 const FULL_SYNC_FAILURES: Counter<3> = Counter::new(
@@ -262,6 +268,7 @@ pub const DECLARED: &[&str] = &[
     PSYNC_REJECTED.name(),
     PSYNC_GAP.name(),
     CHECKSUM_FAILURES.name(),
+    REPLICA_BUFFER_FULL.name(),
     DESYNCS.name(),
     FULL_SYNC_FAILURES.name(),
     DISCONNECTS.name(),
@@ -360,6 +367,11 @@ impl Metrics {
                 }
             }
             Change::Desync { direction, .. } => self.count(&DESYNCS, [route, direction.as_str()], 1),
+            Change::ReplicaBufferFull { .. } => {
+                if let Some(l) = link {
+                    self.count(&REPLICA_BUFFER_FULL, [route, &endpoint(l)], 1);
+                }
+            }
             Change::Settled { cause, .. } => {
                 if let Some(l) = link
                     && let Some(close) = l.close

@@ -68,6 +68,11 @@ impl Observer {
                 }
             }
             Change::FaultActed { fault, kind, action, .. } => log::fault_acted(route, id, link, *fault, *kind, action),
+            Change::ReplicaBufferFull { .. } => {
+                if let Some(full) = &link.replica_buffer_full {
+                    log::replica_buffer_full(route, id, link, &explain::replica_buffer_full(link, full));
+                }
+            }
             _ => {}
         }
     }

@@ -3,7 +3,7 @@
 //! Every setting is given explicitly, so a changed default in a later version cannot silently change what a
 //! test covers.
 
-use super::server::ServerBin;
+use super::server::{ServerBin, servers};
 
 /// How a full sync crosses the link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,4 +65,12 @@ impl SyncMode {
 /// Valkey ≥ 8.0 (dual channel) and Redis ≥ 8.0 (rdb channel, a hidden setting that is on by default).
 pub fn two_channel_capable(bin: &ServerBin) -> bool {
     bin.version >= (8, 0, 0)
+}
+
+/// The servers with a second replication channel; with `REPLSCOPE_REQUIRE_SERVERS=1`, finding none fails.
+pub fn two_channel_servers() -> Vec<ServerBin> {
+    let found: Vec<ServerBin> = servers().into_iter().filter(two_channel_capable).collect();
+    let required = std::env::var("REPLSCOPE_REQUIRE_SERVERS").is_ok_and(|v| v == "1");
+    assert!(!(required && found.is_empty()), "no server with a second replication channel (Valkey 8+, Redis 8+)");
+    found
 }

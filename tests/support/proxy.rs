@@ -8,6 +8,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A running proxy.
+/// The proxy of the classic loop as the demo builds it: a 4 MiB/s link toward the replica, judged against
+/// the master's `client-output-buffer-limit replica 8mb 4mb 5`.
+pub const LOOP_PROXY_ARGS: [&str; 5] = [
+    "--enable-faults",
+    "--assume-output-buffer-limit",
+    "8mb 4mb 5",
+    "--fault",
+    "bandwidth rate=4MiB/s direction=master-to-replica",
+];
+
 pub struct ProxyProc {
     child: Child,
     pub listen_port: u16,
