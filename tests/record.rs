@@ -1,4 +1,4 @@
-//! Makes the recordings of `tests/data/captures` that `../shared/captures` does not have: Redis 8.2's
+//! Makes the recordings of `tests/data/captures` that did not come with the project: Redis 8.2's
 //! syncs, with its rdb channel and without. Each follows the scenario of `tests/data/captures/README.md`
 //! through the test relay (which forwards every byte unchanged and writes each read). Not part of the
 //! suite — recordings are data, made once and replayed by `tests/replay.rs`:

@@ -1,8 +1,8 @@
 //! A minimal byte-forwarding relay for tests (not the proxy): every byte of every connection is forwarded
 //! unchanged and also fed, with its time, to one route's links ([`Fed`]). It lets the `wire`/`link` core be
 //! checked against real servers before (and independently of) the tokio driver. It can also write what it
-//! forwards as a recording (the format of `tests/data/captures/README.md`), which is how the recordings of
-//! servers not in `../shared` were made (`tests/record.rs`).
+//! forwards as a recording (the format of `tests/data/captures/README.md`): that is how the Redis 8.2
+//! recordings were made (`tests/record.rs`).
 
 use std::io::{ErrorKind, Read as _, Write as _};
 use std::net::{Shutdown, TcpListener, TcpStream};
