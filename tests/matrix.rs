@@ -117,6 +117,8 @@ fn scenario(bin: &ServerBin, mode: SyncMode) {
         assert_eq!(rdb["via_rdb_channel"], rdb_channel["id"], "{ctx}: {rdb}");
         assert_eq!(rdb_channel["rdb"]["transferred"], rdb["transferred"], "{ctx}");
         assert_eq!(rdb_channel["rdb"]["trailer"], rdb["trailer"], "{ctx}: the checksum the rdb channel carried");
+        let channel_rate = rdb_channel["rdb_rate_bytes_per_second"].as_f64().unwrap_or(0.0);
+        assert!((rate / channel_rate - 1.0).abs() < 1e-9, "{ctx}: rate {rate} vs the rdb channel's {channel_rate}");
         assert!(rdb_channel["stream"]["commands"].as_object().is_none_or(|c| c.is_empty()), "{ctx}: no stream on it");
         // The two ran side by side: the main channel streamed writes before the RDB was through.
         let first_write = main["stream"]["first_command_at"].as_f64().expect("a first command");
