@@ -183,7 +183,6 @@ fn link_rdb(c: &mut Criterion) {
 /// route's links take it, and the observer takes the changes (metrics, logs). Small SETs in 64 KiB reads
 /// are the worst case for per-read work.
 fn route_core(c: &mut Criterion) {
-    use replscope::link::settings::ServerSettings;
     use replscope::link::{Change, Links, Reader};
     use replscope::observe::observer::Observer;
 
@@ -192,7 +191,7 @@ fn route_core(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(stream.len() as u64));
     g.sample_size(20);
     let mut links = Links::new();
-    let mut observer = Observer::new("r", ServerSettings::default());
+    let mut observer = Observer::new("r");
     let id = links.open(None, Timestamp::ZERO);
     let mut reader = Reader::new();
     let mut changes: Vec<Change> = Vec::new();
@@ -223,7 +222,6 @@ fn route_core(c: &mut Criterion) {
 /// The cost of each read apart from the bytes: an RDB of one repeated byte (CRC aside, nothing to look at)
 /// in 4 KiB and 16 KiB reads through the proxy's per-read core path (reader, links, observer).
 fn per_read(c: &mut Criterion) {
-    use replscope::link::settings::ServerSettings;
     use replscope::link::{Change, Links, Reader};
     use replscope::observe::observer::Observer;
 
@@ -233,7 +231,7 @@ fn per_read(c: &mut Criterion) {
     g.sample_size(20);
     for slice in [4096usize, 16384] {
         let mut links = Links::new();
-        let mut observer = Observer::new("r", ServerSettings::default());
+        let mut observer = Observer::new("r");
         let id = links.open(None, Timestamp::ZERO);
         let mut reader = Reader::new();
         let mut changes: Vec<Change> = Vec::new();

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use replscope::observe::table;
-use replscope::proxy::{Proxy, ProxyConfig};
+use replscope::proxy::{Proxy, ProxyConfig, RouteConfig};
 
 /// A server process, killed and its folder removed when dropped.
 struct ServerProc {
@@ -159,26 +159,28 @@ pub fn run(server: Option<PathBuf>, every: u64, duration: Option<u64>, scenario:
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let http = if TcpListener::bind("127.0.0.1:9190").is_ok() { "127.0.0.1:9190" } else { "127.0.0.1:0" };
     let config = ProxyConfig {
-        master: format!("127.0.0.1:{}", master.port),
-        listen: "127.0.0.1:0".into(),
-        name: "demo".into(),
         http: http.into(),
-        buffer: 256 * 1024,
-        max_links: 64,
         enable_faults: true,
         admin_token: None,
         faults: if looping { vec![slow_link] } else { Vec::new() },
-        settings: replscope::link::settings::ServerSettings {
-            output_buffer_limit: looping.then_some(limit),
-            ..Default::default()
-        },
-        forget_after: None,
+        routes: vec![RouteConfig {
+            name: "demo".into(),
+            master: format!("127.0.0.1:{}", master.port),
+            listen: "127.0.0.1:0".into(),
+            buffer: 256 * 1024,
+            max_links: 64,
+            settings: replscope::link::settings::ServerSettings {
+                output_buffer_limit: looping.then_some(limit),
+                ..Default::default()
+            },
+            forget_after: None,
+        }],
     };
     let proxy = rt.block_on(Proxy::bind(config))?;
     let (Some(listen), Some(http)) = (proxy.listen_addr(), proxy.http_addr()) else {
         bail!("the proxy has no address")
     };
-    let route = proxy.route();
+    let route = proxy.table();
     let stop = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let proxy_task = rt.spawn(proxy.run(async move {
@@ -247,7 +249,7 @@ pub fn run(server: Option<PathBuf>, every: u64, duration: Option<u64>, scenario:
             println!(
                 "demo: replscope flagged a replication loop. Removing the slow link (the fault), as a faster network would.\n"
             );
-            route.clear_faults();
+            route.shared().clear_faults();
             loop_flagged = true;
         }
         if loop_flagged

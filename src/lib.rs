@@ -9,13 +9,15 @@
 //! - [`recording`]: reading recorded links and replaying them into the core.
 //!
 //! - [`fault`]: fault injection decided from the link model (bandwidth, latency, stall, cut, limit);
-//! - [`proxy`]: the tokio driver, the only code that touches sockets and clocks.
+//! - [`proxy`]: the tokio driver, the only code that touches sockets and clocks;
+//! - [`config`]: the configuration file of several routes, and the values flags and file share.
 //!
 //! `wire` and `link` touch no socket and read no clock.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod config;
 pub mod fault;
 pub mod label;
 pub mod link;

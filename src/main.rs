@@ -4,9 +4,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use replscope::config::{self, values};
 use replscope::link::Fed;
 use replscope::observe::text::describe;
-use replscope::proxy::{Proxy, ProxyConfig};
+use replscope::proxy::{Proxy, ProxyConfig, Reloader, RouteConfig};
 use replscope::recording;
 
 mod demo;
@@ -33,7 +34,7 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum LogFormat {
     Text,
     Json,
@@ -99,27 +100,32 @@ Examples:
 /// `replscope proxy`'s flags.
 #[derive(clap::Args)]
 struct ProxyArgs {
+    /// Several routes from a TOML file (see deploy/replscope.toml); SIGHUP reloads it. The route flags
+    /// (--master, --listen, --name, --assume-*, --buffer, --max-links, --forget-after) are then the
+    /// file's; --http, --log-format and --enable-faults given here win over it.
+    #[arg(long, env = "REPLSCOPE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
     /// The master, HOST:PORT (the port is required; the name is resolved for every new connection).
-    #[arg(long, env = "REPLSCOPE_MASTER", value_parser = parse_master)]
-    master: String,
-    /// Where replicas connect.
-    #[arg(long, env = "REPLSCOPE_LISTEN", default_value = "127.0.0.1:6380")]
-    listen: String,
+    #[arg(long, env = "REPLSCOPE_MASTER", value_parser = values::master, required_unless_present = "config", conflicts_with = "config")]
+    master: Option<String>,
+    /// Where replicas connect [default: 127.0.0.1:6380].
+    #[arg(long, env = "REPLSCOPE_LISTEN", value_parser = values::listen, conflicts_with = "config")]
+    listen: Option<String>,
     /// The route's name, a label on every metric [default: the master address].
-    #[arg(long, env = "REPLSCOPE_NAME")]
+    #[arg(long, env = "REPLSCOPE_NAME", conflicts_with = "config")]
     name: Option<String>,
-    /// Where /metrics and /api/links are served.
-    #[arg(long, env = "REPLSCOPE_HTTP", default_value = "127.0.0.1:9190")]
-    http: String,
-    /// Log format.
-    #[arg(long, env = "REPLSCOPE_LOG_FORMAT", value_enum, default_value = "text")]
-    log_format: LogFormat,
-    /// Bytes buffered per direction per link (e.g. 256KiB, 1MiB).
-    #[arg(long, env = "REPLSCOPE_BUFFER", default_value = "256KiB", value_parser = parse_buffer)]
-    buffer: usize,
-    /// Most connections open at once; more are refused.
-    #[arg(long, env = "REPLSCOPE_MAX_LINKS", default_value_t = 1024)]
-    max_links: usize,
+    /// Where /metrics and /api/links are served, for every route [default: 127.0.0.1:9190].
+    #[arg(long, env = "REPLSCOPE_HTTP", value_parser = values::listen)]
+    http: Option<String>,
+    /// Log format [default: text].
+    #[arg(long, env = "REPLSCOPE_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
+    /// Bytes buffered per direction per link (e.g. 256KiB, 1MiB) [default: 256KiB].
+    #[arg(long, env = "REPLSCOPE_BUFFER", value_parser = values::buffer, conflicts_with = "config")]
+    buffer: Option<usize>,
+    /// Most connections open at once; more are refused [default: 1024].
+    #[arg(long, env = "REPLSCOPE_MAX_LINKS", conflicts_with = "config")]
+    max_links: Option<usize>,
     /// Allow /api/faults (fault injection: for staging, not production).
     #[arg(long, env = "REPLSCOPE_ENABLE_FAULTS")]
     enable_faults: bool,
@@ -131,45 +137,80 @@ struct ProxyArgs {
     faults: Vec<replscope::fault::FaultSpec>,
     /// The master's client-output-buffer-limit replica, e.g. "256mb 64mb 60": full syncs whose
     /// forecast exceeds it are flagged (replscope_sync_doomed).
-    #[arg(long, env = "REPLSCOPE_ASSUME_OUTPUT_BUFFER_LIMIT", value_parser = parse_limit)]
+    #[arg(long, env = "REPLSCOPE_ASSUME_OUTPUT_BUFFER_LIMIT", value_parser = values::output_buffer_limit, conflicts_with = "config")]
     assume_output_buffer_limit: Option<replscope::link::forecast::OutputBufferLimit>,
     /// The master's (and replica's) repl-timeout, e.g. 60s: a close counts as a timeout only after that
     /// much silence (less 1 s for the servers' clock ticks), and explanations cite it as assumed.
-    #[arg(long, env = "REPLSCOPE_ASSUME_REPL_TIMEOUT", value_parser = parse_timeout)]
+    #[arg(long, env = "REPLSCOPE_ASSUME_REPL_TIMEOUT", value_parser = values::repl_timeout, conflicts_with = "config")]
     assume_repl_timeout: Option<std::time::Duration>,
     /// The master's repl-backlog-size, e.g. 1mb: refused partial resyncs are measured against it.
-    #[arg(long, env = "REPLSCOPE_ASSUME_BACKLOG", value_parser = parse_backlog)]
+    #[arg(long, env = "REPLSCOPE_ASSUME_BACKLOG", value_parser = values::backlog, conflicts_with = "config")]
     assume_backlog: Option<u64>,
     /// A replica with no open link for this long loses its record and every series labelled with it
-    /// (e.g. 10m, 30s; 0 keeps them for ever).
-    #[arg(long, env = "REPLSCOPE_FORGET_AFTER", default_value = "10m", value_parser = parse_forget_after)]
-    forget_after: std::time::Duration,
+    /// (e.g. 10m, 30s; 0 keeps them for ever) [default: 10m].
+    #[arg(long, env = "REPLSCOPE_FORGET_AFTER", value_parser = values::forget_after, conflicts_with = "config")]
+    forget_after: Option<std::time::Duration>,
+}
+
+/// What `replscope proxy` runs with, and what a reload compares against.
+struct Setup {
+    log_format: LogFormat,
+    proxy: ProxyConfig,
+    /// The file, with `--config`.
+    file: Option<PathBuf>,
 }
 
 impl ProxyArgs {
-    /// The log format and the proxy's configuration.
-    fn into_config(self) -> (LogFormat, ProxyConfig) {
-        let name = self.name.unwrap_or_else(|| self.master.clone());
-        let config = ProxyConfig {
-            master: self.master,
-            listen: self.listen,
-            name,
-            http: self.http,
-            buffer: self.buffer,
-            max_links: self.max_links,
-            enable_faults: self.enable_faults,
+    /// The log format and the proxy's configuration, from the flags or the file they name.
+    fn into_setup(self) -> anyhow::Result<Setup> {
+        let (routes, file_http, file_format, file_faults) = match &self.config {
+            Some(path) => {
+                let file = config::load(path)?;
+                (file.routes, file.http, file.log_format, file.enable_faults)
+            }
+            None => {
+                let master = self.master.clone().unwrap_or_default();
+                let forget = match self.forget_after {
+                    Some(d) => d,
+                    None => values::forget_after(config::DEFAULT_FORGET_AFTER).map_err(anyhow::Error::msg)?,
+                };
+                let route = RouteConfig {
+                    name: self.name.clone().unwrap_or_else(|| master.clone()),
+                    master,
+                    listen: self.listen.clone().unwrap_or_else(|| DEFAULT_LISTEN.to_string()),
+                    buffer: match self.buffer {
+                        Some(b) => b,
+                        None => values::buffer(config::DEFAULT_BUFFER).map_err(anyhow::Error::msg)?,
+                    },
+                    max_links: self.max_links.unwrap_or(config::DEFAULT_MAX_LINKS),
+                    settings: replscope::link::settings::ServerSettings {
+                        repl_timeout: self.assume_repl_timeout,
+                        output_buffer_limit: self.assume_output_buffer_limit,
+                        backlog: self.assume_backlog,
+                    },
+                    forget_after: (!forget.is_zero()).then_some(forget),
+                };
+                (vec![route], None, None, None)
+            }
+        };
+        let log_format = match (self.log_format, file_format.as_deref()) {
+            (Some(f), _) => f,
+            (None, Some("json")) => LogFormat::Json,
+            (None, _) => LogFormat::Text,
+        };
+        let proxy = ProxyConfig {
+            http: self.http.or(file_http).unwrap_or_else(|| DEFAULT_HTTP.to_string()),
+            enable_faults: self.enable_faults || file_faults.unwrap_or(false),
             admin_token: self.admin_token,
             faults: self.faults,
-            settings: replscope::link::settings::ServerSettings {
-                repl_timeout: self.assume_repl_timeout,
-                output_buffer_limit: self.assume_output_buffer_limit,
-                backlog: self.assume_backlog,
-            },
-            forget_after: (!self.forget_after.is_zero()).then_some(self.forget_after),
+            routes,
         };
-        (self.log_format, config)
+        Ok(Setup { log_format, proxy, file: self.config })
     }
 }
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:6380";
+const DEFAULT_HTTP: &str = "127.0.0.1:9190";
 
 /// Where the API is, and the token for changes.
 #[derive(clap::Args)]
@@ -262,61 +303,8 @@ enum FaultCommand {
     },
 }
 
-fn parse_limit(s: &str) -> Result<replscope::link::forecast::OutputBufferLimit, String> {
-    replscope::link::forecast::OutputBufferLimit::parse(s)
-}
-
-fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
-    match replscope::fault::spec::parse_duration(s) {
-        Ok(d) if d >= std::time::Duration::from_secs(1) => Ok(d),
-        Ok(_) => Err(format!("{s} is shorter than a second (repl-timeout is in whole seconds)")),
-        Err(e) => Err(e.0),
-    }
-}
-
-fn parse_forget_after(s: &str) -> Result<std::time::Duration, String> {
-    if s.trim() == "0" {
-        return Ok(std::time::Duration::ZERO);
-    }
-    replscope::fault::spec::parse_duration(s).map_err(|e| e.0)
-}
-
-/// HOST:PORT, with a port: a master without one would be dialled on a guess.
-fn parse_master(s: &str) -> Result<String, String> {
-    let Some((host, port)) = s.rsplit_once(':') else {
-        return Err(format!("{s} has no port: give HOST:PORT, e.g. {s}:6379"));
-    };
-    // `::1` alone splits inside the address: IPv6 needs brackets.
-    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
-        return Err(format!("{s}: write an IPv6 master in brackets with its port, e.g. [::1]:6379"));
-    }
-    if host.is_empty() || host == "[]" {
-        return Err(format!("{s} has no host"));
-    }
-    match port.parse::<u16>() {
-        Ok(0) | Err(_) => Err(format!("{s}: {port:?} is not a port (1-65535)")),
-        Ok(_) => Ok(s.to_string()),
-    }
-}
-
-fn parse_backlog(s: &str) -> Result<u64, String> {
-    match replscope::size::parse_size(s) {
-        Ok(0) => Err(format!("{s} is no backlog (the smallest repl-backlog-size is 16kb)")),
-        Ok(n) => Ok(n),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
 fn parse_fault(s: &str) -> Result<replscope::fault::FaultSpec, String> {
     replscope::fault::FaultRequest::from_words(s).and_then(|r| r.into_spec()).map_err(|e| e.0)
-}
-
-fn parse_buffer(s: &str) -> Result<usize, String> {
-    let n = replscope::size::parse_size(s).map_err(|e| e.to_string())?;
-    if !(1024..=(1 << 30)).contains(&n) {
-        return Err(format!("{s} is outside 1KiB..1GiB"));
-    }
-    usize::try_from(n).map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {
@@ -395,6 +383,62 @@ async fn stop_signal() {
     }
 }
 
+#[cfg(unix)]
+type Hangups = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+type Hangups = ();
+
+#[cfg(unix)]
+fn hangups() -> anyhow::Result<Hangups> {
+    Ok(tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?)
+}
+
+#[cfg(not(unix))]
+fn hangups() -> anyhow::Result<Hangups> {
+    Ok(())
+}
+
+/// Reloads the file on every SIGHUP: a file with a mistake, or routes that cannot start, leave the
+/// running configuration as it is, and the log says why.
+#[cfg(unix)]
+async fn reload_on_hangup(mut hangups: Hangups, reloader: Reloader, setup: Setup) {
+    while hangups.recv().await.is_some() {
+        let Some(path) = &setup.file else {
+            tracing::info!("SIGHUP: nothing to reload (the routes come from flags, not --config)");
+            continue;
+        };
+        let file = match config::load(path) {
+            Ok(file) => file,
+            Err(e) => {
+                reloader.failed();
+                tracing::error!(error = %e, "reload failed: the running configuration stays");
+                continue;
+            }
+        };
+        // The process's own settings are taken once, at start.
+        let ignored = [
+            ("http", file.http.as_ref().is_some_and(|h| *h != setup.proxy.http)),
+            ("enable-faults", file.enable_faults.is_some_and(|f| f != setup.proxy.enable_faults)),
+            (
+                "log-format",
+                file.log_format.as_deref().is_some_and(|f| (f == "json") != (setup.log_format == LogFormat::Json)),
+            ),
+        ];
+        for (key, changed) in ignored {
+            if changed {
+                tracing::warn!(key, "{key} changed in the file: it takes effect at the next restart, not on reload");
+            }
+        }
+        match reloader.reload(file.routes).await {
+            Ok(report) => tracing::info!(%report, "configuration reloaded"),
+            Err(e) => tracing::error!(error = %e, "reload failed: the running configuration stays"),
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn reload_on_hangup(_: Hangups, _: Reloader, _: Setup) {}
+
 fn fault_command(action: FaultCommand) -> anyhow::Result<()> {
     match action {
         FaultCommand::Add {
@@ -463,10 +507,13 @@ fn fault_command(action: FaultCommand) -> anyhow::Result<()> {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Proxy(args) => {
-            let (log_format, config) = args.into_config();
-            init_logs(log_format);
+            let setup = args.into_setup()?;
+            init_logs(setup.log_format);
             runtime()?.block_on(async move {
-                let proxy = Proxy::bind(config).await?;
+                let proxy = Proxy::bind(setup.proxy.clone()).await?;
+                // Before the proxy says it is ready: from then on a SIGHUP must reload, not kill.
+                let hangups = hangups()?;
+                tokio::spawn(reload_on_hangup(hangups, proxy.reloader(), setup));
                 proxy.run(stop_signal()).await?;
                 tracing::info!("stopped");
                 Ok(())

@@ -167,10 +167,10 @@ impl Faults {
         !self.entries.is_empty()
     }
 
-    /// Faults in force by type.
-    pub fn active_by_type(&self) -> HashMap<FaultType, u64> {
+    /// Faults in force on `route` (theirs, and those of every route), by type.
+    pub fn active_by_type(&self, route: &str) -> HashMap<FaultType, u64> {
         let mut m = HashMap::new();
-        for e in &self.entries {
+        for e in self.entries.iter().filter(|e| e.fault.spec.route.as_deref().is_none_or(|r| r == route)) {
             *m.entry(e.fault.spec.kind.fault_type()).or_default() += 1;
         }
         m

@@ -113,6 +113,10 @@ pub struct Link {
     /// A two-channel sync's replica stopped reading this main channel before the RDB was through: its
     /// own stream buffer was full, and the stream piled up on the master instead.
     pub replica_buffer_full: Option<ReplicaBufferFull>,
+    /// The master's settings as the operator stated them when this link opened: its diagnosis is judged
+    /// against these, so a reload that changes them applies to new links only.
+    #[serde(skip)]
+    pub settings: crate::link::settings::ServerSettings,
     /// Waits toward the replica that began before it was loading, for [`Link::replica_buffer_full`].
     #[serde(skip)]
     waits_before_loading: Option<ReplicaBufferFull>,
@@ -186,6 +190,7 @@ impl Link {
             blocked: [Duration::ZERO; 2],
             payload_error: None,
             replica_buffer_full: None,
+            settings: crate::link::settings::ServerSettings::default(),
             waits_before_loading: None,
             last_blocked: [None, None],
             diagnosis: None,

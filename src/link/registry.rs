@@ -57,10 +57,29 @@ impl Links {
     /// Records a connection accepted at `now`.
     pub fn open(&mut self, peer_ip: Option<IpAddr>, now: Timestamp) -> LinkId {
         self.next_id += 1;
-        let id = LinkId(self.next_id);
-        self.links.insert(id, Link::new(id, peer_ip, now));
+        self.open_as(LinkId(self.next_id), peer_ip, now)
+    }
+
+    /// Records a connection accepted at `now` under an id the driver chose (unique across the routes of a
+    /// process, so the API can name a link by its id alone). The driver never mixes this with [`open`].
+    ///
+    /// [`open`]: Links::open
+    pub fn open_as(&mut self, id: LinkId, peer_ip: Option<IpAddr>, now: Timestamp) -> LinkId {
+        let mut link = Link::new(id, peer_ip, now);
+        link.settings = self.settings;
+        self.links.insert(id, link);
         self.changes.push(Change::PhaseEntered { link: id, phase: Phase::Handshake });
         id
+    }
+
+    /// The settings new links are judged against.
+    pub fn settings(&self) -> ServerSettings {
+        self.settings
+    }
+
+    /// Changes the settings for links opened from now on; open links keep the ones they opened with.
+    pub fn set_settings(&mut self, settings: ServerSettings) {
+        self.settings = settings;
     }
 
     /// What changed since the last call, oldest first.
@@ -124,13 +143,13 @@ impl Links {
     pub fn diagnose(&mut self, now: Timestamp) -> Vec<LinkId> {
         use crate::link::cause::{self, Later};
         use crate::link::rules::{self, Context};
-        let ctx = Context { write_rate: self.write_rate.rate(now), settings: self.settings };
+        let write_rate = self.write_rate.rate(now);
         let mut changed = Vec::new();
         let mut newly_settled = Vec::new();
         let mut newly_diagnosed = Vec::new();
         for (id, link) in self.links.iter_mut() {
             if link.close.is_some() && link.diagnosis.is_none() && !self.undiagnosable.contains(id) {
-                match rules::classify(link, ctx) {
+                match rules::classify(link, Context { write_rate, settings: link.settings }) {
                     Some(d) => {
                         self.changes.push(Change::Diagnosed { link: *id, cause: d.cause });
                         if d.settled {
@@ -191,7 +210,7 @@ impl Links {
                     cause::refine(d, close.at, other.0, *fact);
                 }
             }
-            if let Some(rate) = ctx.write_rate {
+            if let Some(rate) = write_rate {
                 cause::learn_write_rate(d, rate);
             }
             cause::settle(d, close.at, now);
@@ -348,11 +367,11 @@ impl Links {
             return;
         }
         refusal.write_rate = refusal.write_rate.or_else(|| self.write_rate.rate(now));
-        refusal.backlog = Some(self.settings.backlog(self.master_valkey_8.unwrap_or(false)).1);
+        refusal.backlog = Some(link.settings.backlog(self.master_valkey_8.unwrap_or(false)).1);
         // A link past its transfer (or whose RDB came on another channel) will learn no more.
         let past_rdb = !matches!(link.phase(), Phase::Handshake | Phase::WaitingBgsave | Phase::RdbTransfer);
         let Some(refusal) = link.psync_refusal.as_mut() else { return };
-        refusal.backlog_final = self.settings.backlog.is_some() || own.is_some() || past_rdb;
+        refusal.backlog_final = link.settings.backlog.is_some() || own.is_some() || past_rdb;
     }
 
     /// Feeds a socket event to a link. Unknown ids are ignored.

@@ -16,9 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::link::history::LoopKind;
-use crate::link::settings::ServerSettings;
 use crate::link::{Change, FaultType, Link, LinkId, LinkKind, Links, Phase, Side, SyncKind, SyncRequest};
-use crate::observe::series::{Def, Series};
+use crate::observe::series::{Def, Exposition, Series};
 use crate::observe::words::closer;
 use crate::time::Timestamp;
 use crate::wire::Direction;
@@ -112,8 +111,6 @@ pub struct Metrics {
     series: Series,
     held: HashMap<LinkId, Held>,
     replicas: HashMap<String, ReplicaGauges>,
-    /// `--assume-output-buffer-limit`, for [`SYNC_DOOMED`] (only a stated limit dooms a sync).
-    assumed_limit: Option<crate::link::forecast::OutputBufferLimit>,
 }
 
 /// The replica label of a link: its endpoint, `unknown` once it ended without one, `None` while it may
@@ -247,7 +244,8 @@ const SYNC_BUFFER_FORECAST: Gauge<2> = Gauge::new(
 );
 const SYNC_DOOMED: Gauge<2> = Gauge::new(
     "replscope_sync_doomed",
-    "1 while the forecast exceeds the assumed client-output-buffer-limit replica (--assume-output-buffer-limit).",
+    "1 while the forecast exceeds the assumed client-output-buffer-limit replica (--assume-output-buffer-limit); \
+     absent on a route with no stated limit.",
     ["route", "replica"],
 );
 const WRITE_RATE: Gauge<1> = Gauge::new(
@@ -257,6 +255,28 @@ const WRITE_RATE: Gauge<1> = Gauge::new(
 );
 const FAULTS_ACTIVE: Gauge<2> =
     Gauge::new("replscope_faults_active", "Injected faults in force, by kind.", ["route", "kind"]);
+
+// The process's own, not a route's.
+const ROUTES: Gauge<1> = Gauge::new(
+    "replscope_routes",
+    "Routes served, by state: active (accepting replicas) or draining (removed by a reload; its open links finish).",
+    ["state"],
+);
+const RELOADS: Counter<1> = Counter::new(
+    "replscope_config_reloads_total",
+    "Configuration reloads (SIGHUP), by result: success or failure (the running configuration stays).",
+    ["result"],
+);
+const RELOAD_OK: Gauge<0> = Gauge::new(
+    "replscope_config_last_reload_successful",
+    "1 if the last configuration reload succeeded (or none was asked for), 0 if it failed.",
+    [],
+);
+const RELOAD_TIME: Gauge<0> = Gauge::new(
+    "replscope_config_last_reload_success_timestamp_seconds",
+    "When the running configuration was loaded (at start or by the last successful reload), in Unix time.",
+    [],
+);
 
 /// The name of every metric a route declares (the README's table lists each; a unit test checks this
 /// list against the declarations above).
@@ -292,19 +312,50 @@ pub const DECLARED: &[&str] = &[
     SYNC_DOOMED.name(),
     WRITE_RATE.name(),
     FAULTS_ACTIVE.name(),
+    ROUTES.name(),
+    RELOADS.name(),
+    RELOAD_OK.name(),
+    RELOAD_TIME.name(),
 ];
+
+/// The process's metrics, apart from any route's: the build, the routes served, configuration reloads.
+#[derive(Debug)]
+pub struct ProcessMetrics {
+    series: Series,
+}
+
+impl ProcessMetrics {
+    /// The metrics of a process whose configuration was loaded at `loaded_at` (Unix seconds).
+    pub fn new(loaded_at: f64) -> Self {
+        let mut series = Series::new();
+        series.set(&BUILD_INFO.0, [env!("CARGO_PKG_VERSION")], 1.0);
+        series.set(&RELOAD_OK.0, [], 1.0);
+        series.set(&RELOAD_TIME.0, [], loaded_at);
+        ProcessMetrics { series }
+    }
+
+    /// A reload at `at` (Unix seconds) succeeded or failed.
+    pub fn reloaded(&mut self, ok: bool, at: f64) {
+        self.series.add(&RELOADS.0, [if ok { "success" } else { "failure" }], 1.0);
+        self.series.set(&RELOAD_OK.0, [], if ok { 1.0 } else { 0.0 });
+        if ok {
+            self.series.set(&RELOAD_TIME.0, [], at);
+        }
+    }
+
+    /// Adds the process's families to `out`, with the routes as they are now.
+    pub fn render_into(&mut self, active: usize, draining: usize, out: &mut Exposition) {
+        self.series.set(&ROUTES.0, ["active"], active as f64);
+        self.series.set(&ROUTES.0, ["draining"], draining as f64);
+        out.add(&self.series);
+    }
+}
 
 impl Metrics {
     /// The metrics of `route`; full syncs are judged doomed against the `client-output-buffer-limit
-    /// replica` the operator stated, if any.
-    pub fn new(route: &str, settings: ServerSettings) -> Self {
-        Metrics {
-            route: route.into(),
-            series: Series::new(),
-            held: HashMap::new(),
-            replicas: HashMap::new(),
-            assumed_limit: settings.output_buffer_limit,
-        }
+    /// replica` the operator stated for their link, if any.
+    pub fn new(route: &str) -> Self {
+        Metrics { route: route.into(), series: Series::new(), held: HashMap::new(), replicas: HashMap::new() }
     }
 
     fn count<const N: usize>(&mut self, m: &Counter<N>, values: [&str; N], n: u64) {
@@ -453,13 +504,27 @@ impl Metrics {
         }
     }
 
-    /// Renders every metric in the Prometheus text format, the gauges computed from `links` at `now`:
-    /// a gauge that does not apply now (the ACK age of a replica with no open link) is absent.
+    /// Renders every metric of the route in the Prometheus text format, the gauges computed from `links`
+    /// at `now`: a gauge that does not apply now (the ACK age of a replica with no open link) is absent.
     pub fn render(&mut self, links: &Links, faults: &HashMap<FaultType, u64>, now: Timestamp) -> String {
+        let mut exposition = Exposition::new();
+        self.render_into(links, faults, now, &mut exposition);
+        let mut out = String::new();
+        exposition.render(&mut out);
+        out
+    }
+
+    /// Adds every metric of the route to `out` (which may hold other routes'), the gauges computed afresh.
+    pub fn render_into(
+        &mut self,
+        links: &Links,
+        faults: &HashMap<FaultType, u64>,
+        now: Timestamp,
+        out: &mut Exposition,
+    ) {
         let route = Arc::clone(&self.route);
         let route = &*route;
         self.series.clear_gauges();
-        self.set(&BUILD_INFO, [env!("CARGO_PKG_VERSION")], 1.0);
         let mut by_kind: HashMap<LinkKind, u64> = HashMap::new();
         for (_, link) in links.iter() {
             if link.close.is_none() {
@@ -486,7 +551,9 @@ impl Metrics {
             let f =
                 live.and_then(|l| crate::link::forecast::sync_buffer_forecast(l, write_rate, g.last_complete_rdb, now));
             self.set(&SYNC_BUFFER_FORECAST, labels, f.map_or(0.0, |f| f.bytes));
-            if let Some(lim) = self.assumed_limit {
+            // The limit stated when the live link opened; without one, the route's for new links.
+            let stated = live.map_or_else(|| links.settings(), |l| l.settings).output_buffer_limit;
+            if let Some(lim) = stated {
                 let doomed = f.is_some_and(|f| lim.exceeded_by(f.bytes, f.seconds));
                 self.set(&SYNC_DOOMED, labels, if doomed { 1.0 } else { 0.0 });
             }
@@ -530,9 +597,7 @@ impl Metrics {
             let n = by_kind.get(&kind).copied().unwrap_or(0);
             self.set(&LINKS, [route, kind.as_str()], n as f64);
         }
-        let mut out = String::new();
-        self.series.render(&mut out);
-        out
+        out.add(&self.series);
     }
 }
 
@@ -561,7 +626,7 @@ mod tests {
     #[test]
     fn bytes_wait_for_the_replica_label_and_every_metric_has_its_help() {
         let mut fed = Fed::new();
-        let mut metrics = Metrics::new("r", ServerSettings::default());
+        let mut metrics = Metrics::new("r");
         let feed = |fed: &mut Fed, metrics: &mut Metrics, id, dir, bytes: &[u8], at| {
             fed.on_bytes(id, dir, bytes, at);
             for c in fed.last_changes().to_vec() {

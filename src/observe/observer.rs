@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 
 use crate::link::rules::is_probe;
-use crate::link::settings::ServerSettings;
 use crate::link::{Change, FaultType, LinkKind, Links};
 use crate::observe::metrics::Metrics;
 use crate::observe::{explain, log};
@@ -14,14 +13,14 @@ use crate::time::Timestamp;
 /// Logs and metrics for one route.
 pub struct Observer {
     route: String,
-    settings: ServerSettings,
     metrics: Metrics,
 }
 
 impl Observer {
-    /// The observer of `route`; full syncs are judged doomed against the limit the operator stated.
-    pub fn new(route: &str, settings: ServerSettings) -> Self {
-        Observer { route: route.to_string(), settings, metrics: Metrics::new(route, settings) }
+    /// The observer of `route`; full syncs are judged doomed against the limit the operator stated for
+    /// their link (see [`Link::settings`](crate::link::Link::settings)).
+    pub fn new(route: &str) -> Self {
+        Observer { route: route.to_string(), metrics: Metrics::new(route) }
     }
 
     /// Takes one change; `links` as they are after the update that made it.
@@ -34,7 +33,7 @@ impl Observer {
         let route = self.route.as_str();
         if let Change::LoopChanged { replica, kind, change } = change {
             let record = links.histories().get(replica).cloned().unwrap_or_default();
-            let limit = self.settings.output_buffer_limit().1;
+            let limit = links.settings().output_buffer_limit().1;
             log::replication_loop(route, replica, *kind, *change, &record, &limit);
             return;
         }
@@ -80,5 +79,16 @@ impl Observer {
     /// Renders every metric in the Prometheus text format.
     pub fn render(&mut self, links: &Links, faults: &HashMap<FaultType, u64>, now: Timestamp) -> String {
         self.metrics.render(links, faults, now)
+    }
+
+    /// Adds the metrics to `out`, which may hold other routes'.
+    pub fn render_into(
+        &mut self,
+        links: &Links,
+        faults: &HashMap<FaultType, u64>,
+        now: Timestamp,
+        out: &mut crate::observe::series::Exposition,
+    ) {
+        self.metrics.render_into(links, faults, now, out);
     }
 }

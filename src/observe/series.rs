@@ -146,12 +146,45 @@ impl Series {
 
     /// Appends every family that has a series, in the text format.
     pub fn render(&self, out: &mut String) {
-        for (name, family) in &self.families {
+        let mut exposition = Exposition::new();
+        exposition.add(self);
+        exposition.render(out);
+    }
+}
+
+/// The text of families gathered from several [`Series`] (the routes of one process): each family's
+/// `HELP` and `TYPE` are written once, followed by the series of every source, as the text format
+/// requires (a family repeated would be rejected by the scraper).
+#[derive(Debug, Default)]
+pub struct Exposition {
+    families: BTreeMap<&'static str, FamilyText>,
+}
+
+#[derive(Debug)]
+struct FamilyText {
+    help: &'static str,
+    kind: Type,
+    samples: String,
+}
+
+impl Exposition {
+    /// Nothing yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds every series of `series` that has one.
+    pub fn add(&mut self, series: &Series) {
+        for (name, family) in &series.families {
             if family.series.is_empty() {
                 continue;
             }
-            let _ = writeln!(out, "# HELP {name} {}", escape_help(family.help));
-            let _ = writeln!(out, "# TYPE {name} {}", family.kind.as_str());
+            let text = self.families.entry(name).or_insert_with(|| FamilyText {
+                help: family.help,
+                kind: family.kind,
+                samples: String::new(),
+            });
+            let out = &mut text.samples;
             for (key, value) in &family.series {
                 let labels = label_text(&family.labels, key);
                 match value {
@@ -169,6 +202,15 @@ impl Series {
                     }
                 }
             }
+        }
+    }
+
+    /// Appends the families, by name, in the text format.
+    pub fn render(&self, out: &mut String) {
+        for (name, family) in &self.families {
+            let _ = writeln!(out, "# HELP {name} {}", escape_help(family.help));
+            let _ = writeln!(out, "# TYPE {name} {}", family.kind.as_str());
+            out.push_str(&family.samples);
         }
     }
 }
@@ -247,5 +289,28 @@ mod tests {
         s.render(&mut out);
         assert!(!out.contains("a:1") && !out.contains("t_gauge"), "{out}");
         assert!(out.contains("t_seconds_count"), "other labels stay: {out}");
+    }
+
+    #[test]
+    fn several_sources_share_one_header_per_family() {
+        let (mut a, mut b) = (Series::new(), Series::new());
+        a.add(&C, ["a", "x:1"], 1.0);
+        b.add(&C, ["b", "y:2"], 2.0);
+        b.set(&G, ["y:2"], 3.0);
+        let mut e = Exposition::new();
+        e.add(&a);
+        e.add(&b);
+        let mut out = String::new();
+        e.render(&mut out);
+        assert_eq!(out.matches("# HELP t_total").count(), 1, "{out}");
+        assert_eq!(out.matches("# TYPE t_total").count(), 1, "{out}");
+        let lines: Vec<&str> = out.lines().collect();
+        let at = |l: &str| lines.iter().position(|x| *x == l).unwrap_or_else(|| panic!("missing {l:?} in\n{out}"));
+        // Each family's samples follow its own header, whichever source they came from.
+        let (a_line, b_line) = ("t_total{route=\"a\",replica=\"x:1\"} 1", "t_total{route=\"b\",replica=\"y:2\"} 2");
+        assert!(at("# TYPE t_total counter") < at(a_line) && at(a_line) < at(b_line), "{out}");
+        assert!(at("# TYPE t_gauge gauge") < at("t_gauge{replica=\"y:2\"} 3"), "{out}");
+        assert!(at("t_gauge{replica=\"y:2\"} 3") < at("# TYPE t_total counter"), "{out}");
+        assert_eq!(out.matches("# TYPE t_gauge gauge").count(), 1);
     }
 }

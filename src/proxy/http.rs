@@ -1,5 +1,6 @@
-//! The HTTP side: `GET /metrics` (Prometheus text), `GET /api/links`, `GET /api/links/{id}`,
-//! `GET /healthz`, and the fault endpoints (`/api/faults`), which answer 403 unless the proxy runs with
+//! The HTTP side, one for all the routes of a process: `GET /metrics` (Prometheus text, a `route` label
+//! on every route's series), `GET /api/links`, `GET /api/links/{id}`, `GET /api/replicas`,
+//! `GET /api/routes`, `GET /healthz`, and the fault endpoints (`/api/faults`), which answer 403 unless the proxy runs with
 //! `--enable-faults` and, off loopback, want `Authorization: Bearer <token>` for every change.
 
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use axum::routing::get;
 
 use crate::fault::FaultRequest;
 use crate::link::LinkId;
-use crate::proxy::route::Route;
+use crate::proxy::table::RouteTable;
 
 /// Who may use the fault endpoints.
 #[derive(Clone, Debug)]
@@ -26,21 +27,22 @@ pub struct FaultAccess {
 
 #[derive(Clone)]
 struct AppState {
-    route: Arc<Route>,
+    table: Arc<RouteTable>,
     access: Arc<FaultAccess>,
 }
 
-/// The router for one route's HTTP API.
-pub fn router(route: Arc<Route>, access: FaultAccess) -> Router {
+/// The router for the HTTP API of the routes in `table`.
+pub fn router(table: Arc<RouteTable>, access: FaultAccess) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/api/links", get(links))
         .route("/api/links/{id}", get(link))
         .route("/api/replicas", get(replicas))
+        .route("/api/routes", get(routes))
         .route("/api/faults", get(list_faults).post(add_fault).delete(clear_faults))
         .route("/api/faults/{id}", get(get_fault).delete(remove_fault).patch(patch_fault))
         .route("/healthz", get(|| async { "ok\n" }))
-        .with_state(AppState { route, access: Arc::new(access) })
+        .with_state(AppState { table, access: Arc::new(access) })
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -48,17 +50,20 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
-    let mut text = s.route.render_metrics();
-    crate::observe::process::render(&mut text);
+    let text = s.table.render_metrics();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 
 async fn links(State(s): State<AppState>) -> Response {
-    axum::Json(s.route.links_json()).into_response()
+    axum::Json(s.table.links_json()).into_response()
 }
 
 async fn replicas(State(s): State<AppState>) -> Response {
-    axum::Json(s.route.replicas_json()).into_response()
+    axum::Json(s.table.replicas_json()).into_response()
+}
+
+async fn routes(State(s): State<AppState>) -> Response {
+    axum::Json(s.table.routes_json()).into_response()
 }
 
 fn parse_id(id: &str, what: &str) -> Result<u64, Box<Response>> {
@@ -71,7 +76,7 @@ async fn link(State(s): State<AppState>, Path(id): Path<String>) -> Response {
         Ok(n) => n,
         Err(r) => return *r,
     };
-    match s.route.link_json(LinkId(n)) {
+    match s.table.link_json(LinkId(n)) {
         Some(v) => axum::Json(v).into_response(),
         None => error(StatusCode::NOT_FOUND, format!("no link {n} (open, or among the last closed ones)")),
     }
@@ -108,7 +113,7 @@ async fn list_faults(State(s): State<AppState>, headers: HeaderMap) -> Response 
     if let Err(r) = check(&s.access, &headers, false) {
         return *r;
     }
-    axum::Json(s.route.faults()).into_response()
+    axum::Json(s.table.shared().list_faults()).into_response()
 }
 
 async fn get_fault(State(s): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
@@ -119,7 +124,7 @@ async fn get_fault(State(s): State<AppState>, headers: HeaderMap, Path(id): Path
         Ok(n) => n,
         Err(r) => return *r,
     };
-    match s.route.faults().into_iter().find(|f| f.id == n) {
+    match s.table.shared().list_faults().into_iter().find(|f| f.id == n) {
         Some(f) => axum::Json(f).into_response(),
         None => error(StatusCode::NOT_FOUND, format!("no fault {n}")),
     }
@@ -134,7 +139,16 @@ async fn add_fault(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("not a fault: {e}")),
     };
     match request.into_spec() {
-        Ok(spec) => (StatusCode::CREATED, axum::Json(s.route.add_fault(spec))).into_response(),
+        Ok(spec) => {
+            if let Some(route) = &spec.route
+                && s.table.route(route).is_none()
+            {
+                let names = s.table.names().join(", ");
+                return error(StatusCode::BAD_REQUEST, format!("no route {route:?} (this proxy has: {names})"));
+            }
+            let fault = s.table.shared().add_fault(spec, s.table.open_ids());
+            (StatusCode::CREATED, axum::Json(fault)).into_response()
+        }
         Err(e) => error(StatusCode::BAD_REQUEST, e.0),
     }
 }
@@ -147,7 +161,7 @@ async fn remove_fault(State(s): State<AppState>, headers: HeaderMap, Path(id): P
         Ok(n) => n,
         Err(r) => return *r,
     };
-    if s.route.remove_fault(n) {
+    if s.table.shared().remove_fault(n) {
         axum::Json(serde_json::json!({ "removed": [n] })).into_response()
     } else {
         error(StatusCode::NOT_FOUND, format!("no fault {n}"))
@@ -158,7 +172,7 @@ async fn clear_faults(State(s): State<AppState>, headers: HeaderMap) -> Response
     if let Err(r) = check(&s.access, &headers, true) {
         return *r;
     }
-    axum::Json(serde_json::json!({ "removed": s.route.clear_faults() })).into_response()
+    axum::Json(serde_json::json!({ "removed": s.table.shared().clear_faults() })).into_response()
 }
 
 /// `PATCH /api/faults/{id}` with `{"rate": "8MiB/s"}`: a bandwidth fault's rate, at run time.
@@ -183,7 +197,7 @@ async fn patch_fault(State(s): State<AppState>, headers: HeaderMap, Path(id): Pa
     };
     match rate {
         Err(msg) => error(StatusCode::BAD_REQUEST, msg),
-        Ok(rate) => match s.route.set_fault_rate(n, rate) {
+        Ok(rate) => match s.table.shared().set_fault_rate(n, rate) {
             Some(f) => axum::Json(f).into_response(),
             None => error(StatusCode::NOT_FOUND, format!("no bandwidth fault {n}")),
         },

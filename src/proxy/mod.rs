@@ -1,66 +1,74 @@
-//! `proxy`: the driver. The only code that touches sockets and clocks: it accepts replica connections,
-//! dials the master, forwards bytes both ways through bounded buffers, feeds the link model, and serves
-//! the HTTP API. Everything it knows about the protocol comes from `wire` and `link`.
+//! `proxy`: the driver. The only code that touches sockets and clocks: for each route it accepts replica
+//! connections, dials the master, forwards bytes both ways through bounded buffers and feeds the link
+//! model; for the process it serves one HTTP API over every route and applies reloads. Everything it
+//! knows about the protocol comes from `wire` and `link`.
 
 pub mod conn;
 pub mod http;
 pub mod route;
+pub mod shared;
+pub mod table;
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use route::Route;
+pub use shared::Shared;
+pub use table::RouteTable;
 
 /// How long, at shutdown, open links get to close before the proxy exits anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// What a proxy needs to run. Its `Debug` leaves the admin token out.
-#[derive(Clone)]
-pub struct ProxyConfig {
+/// One route: a master and where its replicas connect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteConfig {
+    /// The route's name (the `route` label).
+    pub name: String,
     /// The master, `host:port`; resolved for each new connection.
     pub master: String,
     /// Where replicas connect.
     pub listen: String,
-    /// The route's name (a metrics label).
-    pub name: String,
-    /// Where `/metrics` and `/api` are served.
-    pub http: String,
     /// Bytes buffered per direction per link.
     pub buffer: usize,
-    /// Most connections open at once; more are refused.
+    /// Most connections open at once on this route; more are refused.
     pub max_links: usize,
-    /// Whether `/api/faults` may be used.
-    pub enable_faults: bool,
-    /// The bearer token changes to faults need when `--http` is not on loopback.
-    pub admin_token: Option<String>,
-    /// Faults installed at start.
-    pub faults: Vec<crate::fault::FaultSpec>,
     /// The master's settings as the operator states them (`--assume-*`).
     pub settings: crate::link::settings::ServerSettings,
     /// How long a replica with no open link keeps its record and series (`None`: for ever).
     pub forget_after: Option<Duration>,
 }
 
+/// What a proxy needs to run. Its `Debug` leaves the admin token out.
+#[derive(Clone)]
+pub struct ProxyConfig {
+    /// Where `/metrics` and `/api` are served, for every route.
+    pub http: String,
+    /// Whether `/api/faults` may be used.
+    pub enable_faults: bool,
+    /// The bearer token changes to faults need when `--http` is not on loopback.
+    pub admin_token: Option<String>,
+    /// Faults installed at start (a `route` in one confines it to that route).
+    pub faults: Vec<crate::fault::FaultSpec>,
+    /// The routes, at least one, with distinct names.
+    pub routes: Vec<RouteConfig>,
+}
+
 impl std::fmt::Debug for ProxyConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProxyConfig")
-            .field("master", &self.master)
-            .field("listen", &self.listen)
-            .field("name", &self.name)
             .field("http", &self.http)
-            .field("buffer", &self.buffer)
-            .field("max_links", &self.max_links)
             .field("enable_faults", &self.enable_faults)
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
             .field("faults", &self.faults)
-            .field("settings", &self.settings)
-            .field("forget_after", &self.forget_after)
+            .field("routes", &self.routes)
             .finish()
     }
 }
@@ -74,7 +82,7 @@ pub enum ProxyError {
         /// The address.
         addr: String,
         /// Which listener.
-        what: &'static str,
+        what: String,
         /// Why.
         source: std::io::Error,
     },
@@ -86,6 +94,9 @@ pub enum ProxyError {
         /// The HTTP address.
         addr: SocketAddr,
     },
+    /// The routes cannot run together.
+    #[error("{0}")]
+    Routes(String),
     /// The HTTP server failed.
     #[error("HTTP server on {addr}: {source}")]
     Http {
@@ -96,93 +107,219 @@ pub enum ProxyError {
     },
 }
 
+/// What a reload changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// Routes started.
+    pub added: Vec<String>,
+    /// Routes that stopped accepting; their open links finish.
+    pub removed: Vec<String>,
+    /// Routes whose settings changed (new links get them).
+    pub changed: Vec<String>,
+    /// Routes as they were.
+    pub unchanged: Vec<String>,
+}
+
+impl std::fmt::Display for ReloadReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |v: &[String]| if v.is_empty() { "-".to_string() } else { v.join(",") };
+        write!(
+            f,
+            "added {}; removed {}; changed {}; unchanged {}",
+            list(&self.added),
+            list(&self.removed),
+            list(&self.changed),
+            list(&self.unchanged)
+        )
+    }
+}
+
+type ReloadReply = oneshot::Sender<Result<ReloadReport, ProxyError>>;
+
+/// Asks a running proxy to take a new set of routes.
+#[derive(Clone)]
+pub struct Reloader {
+    tx: mpsc::Sender<(Vec<RouteConfig>, ReloadReply)>,
+    table: Arc<RouteTable>,
+}
+
+impl Reloader {
+    /// Replaces the routes: new ones start, removed ones stop accepting and let their open links finish,
+    /// changed ones apply to new links. Nothing changes unless every new listener could be bound.
+    pub async fn reload(&self, routes: Vec<RouteConfig>) -> Result<ReloadReport, ProxyError> {
+        let (reply, answer) = oneshot::channel();
+        let stopped = || ProxyError::Routes("the proxy is stopping".into());
+        self.tx.send((routes, reply)).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// A reload that failed before it reached the proxy (a bad file): counted, nothing changes.
+    pub fn failed(&self) {
+        self.table.reloaded(false);
+    }
+}
+
+/// A route the driver runs.
+struct Slot {
+    route: Arc<Route>,
+    /// The route's configuration; accept loops read it for each new link.
+    config: watch::Sender<Arc<RouteConfig>>,
+    /// Where it accepts now (`None`: draining), and the token that stops that accept loop.
+    accepting: Option<(String, CancellationToken)>,
+    /// A listener bound but not yet accepting (before `run`).
+    pending: Option<TcpListener>,
+    /// Accept loops still running (one, or two just after its address changed), by number.
+    loops: HashSet<u64>,
+}
+
 /// A bound proxy, ready to run.
 pub struct Proxy {
     config: ProxyConfig,
-    listener: TcpListener,
-    http: TcpListener,
-    route: Arc<Route>,
+    http: Option<TcpListener>,
+    table: Arc<RouteTable>,
+    slots: Vec<Slot>,
+    reloads: mpsc::Receiver<(Vec<RouteConfig>, ReloadReply)>,
+    reloader: Reloader,
+}
+
+async fn bind_route(r: &RouteConfig) -> Result<(TcpListener, String), ProxyError> {
+    let bind_error = |source| ProxyError::Bind { addr: r.listen.clone(), what: format!("route {}", r.name), source };
+    let listener = TcpListener::bind(&r.listen).await.map_err(bind_error)?;
+    let addr = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, addr.to_string()))
+}
+
+fn distinct_names(routes: &[RouteConfig]) -> Result<(), ProxyError> {
+    if routes.is_empty() {
+        return Err(ProxyError::Routes("no route to serve".into()));
+    }
+    let mut seen = HashSet::new();
+    match routes.iter().find(|r| !seen.insert(r.name.as_str())) {
+        Some(r) => Err(ProxyError::Routes(format!("two routes are named {:?}", r.name))),
+        None => Ok(()),
+    }
 }
 
 impl Proxy {
-    /// Binds the replica listener and the HTTP listener.
+    /// Binds every route's listener and the HTTP listener.
     pub async fn bind(config: ProxyConfig) -> Result<Proxy, ProxyError> {
-        let listener = TcpListener::bind(&config.listen).await.map_err(|source| ProxyError::Bind {
-            addr: config.listen.clone(),
-            what: "--listen",
-            source,
-        })?;
+        distinct_names(&config.routes)?;
         let http = TcpListener::bind(&config.http).await.map_err(|source| ProxyError::Bind {
             addr: config.http.clone(),
-            what: "--http",
+            what: "--http".into(),
             source,
         })?;
         let http_addr = http.local_addr().map_err(|source| ProxyError::Bind {
             addr: config.http.clone(),
-            what: "--http",
+            what: "--http".into(),
             source,
         })?;
         if config.enable_faults && !http_addr.ip().is_loopback() && config.admin_token.is_none() {
             return Err(ProxyError::FaultsUnprotected { addr: http_addr });
         }
-        let route = Arc::new(Route::with_settings(&config.name, config.settings));
-        route.set_forget_after(config.forget_after);
-        for spec in &config.faults {
-            route.add_fault(spec.clone());
+        let shared = Arc::new(Shared::new());
+        let table = Arc::new(RouteTable::new(Arc::clone(&shared)));
+        let mut slots = Vec::new();
+        for r in &config.routes {
+            let (listener, addr) = bind_route(r).await?;
+            let route = Arc::new(Route::new(&r.name, r.settings, Arc::clone(&shared)));
+            route.set_forget_after(r.forget_after);
+            slots.push(Slot {
+                route,
+                config: watch::Sender::new(Arc::new(r.clone())),
+                accepting: Some((addr, CancellationToken::new())),
+                pending: Some(listener),
+                loops: HashSet::new(),
+            });
         }
-        Ok(Proxy { config, listener, http, route })
+        let open = Vec::new();
+        for spec in &config.faults {
+            shared.add_fault(spec.clone(), open.clone());
+        }
+        let (tx, reloads) = mpsc::channel(4);
+        let reloader = Reloader { tx, table: Arc::clone(&table) };
+        let proxy = Proxy { config, http: Some(http), table, slots, reloads, reloader };
+        proxy.publish();
+        Ok(proxy)
     }
 
-    /// Where replicas connect.
+    /// Where the first route's replicas connect.
     pub fn listen_addr(&self) -> Option<SocketAddr> {
-        self.listener.local_addr().ok()
+        self.slots.first()?.accepting.as_ref()?.0.parse().ok()
     }
 
     /// Where the HTTP API is.
     pub fn http_addr(&self) -> Option<SocketAddr> {
-        self.http.local_addr().ok()
+        self.http.as_ref()?.local_addr().ok()
     }
 
-    /// The route's state (links, metrics).
-    pub fn route(&self) -> Arc<Route> {
-        Arc::clone(&self.route)
+    /// The routes (links, metrics), as the API reads them.
+    pub fn table(&self) -> Arc<RouteTable> {
+        Arc::clone(&self.table)
+    }
+
+    /// A handle to reload the running proxy.
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
+    }
+
+    /// Tells the table what runs now: the routes in order, draining ones last.
+    fn publish(&self) {
+        let entry = |s: &Slot| table::Entry {
+            route: Arc::clone(&s.route),
+            master: s.config.borrow().master.clone(),
+            listen: s.accepting.as_ref().map(|(a, _)| a.clone()),
+        };
+        let active = self.slots.iter().filter(|s| s.accepting.is_some());
+        let draining = self.slots.iter().filter(|s| s.accepting.is_none());
+        self.table.set(active.chain(draining).map(entry).collect());
     }
 
     /// Runs until `shutdown` completes: then stops accepting, closes every link, and returns.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ProxyError> {
-        let Proxy { config, listener, http, route } = self;
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), ProxyError> {
         let stop = CancellationToken::new();
+        let Some(http) = self.http.take() else { return Ok(()) };
         let http_addr = http
             .local_addr()
             .map_err(|source| ProxyError::Http { addr: SocketAddr::from(([0, 0, 0, 0], 0)), source })?;
         // Off loopback, changes need the token; on loopback they need none.
-        let token = if http_addr.ip().is_loopback() { None } else { config.admin_token.clone() };
-        let app = http::router(Arc::clone(&route), http::FaultAccess { enabled: config.enable_faults, token });
+        let token = if http_addr.ip().is_loopback() { None } else { self.config.admin_token.clone() };
+        let app =
+            http::router(Arc::clone(&self.table), http::FaultAccess { enabled: self.config.enable_faults, token });
         let http_stop = stop.clone();
         let http_task = tokio::spawn(async move {
             axum::serve(http, app).with_graceful_shutdown(async move { http_stop.cancelled().await }).await
         });
-        // The name is resolved again for every connection; one that does not resolve now is worth saying.
-        if let Err(e) = tokio::net::lookup_host(config.master.as_str()).await {
-            tracing::warn!(route = route.name(), master = %config.master, error = %e, "the master's address does not resolve (yet); replicas cannot be served until it does");
+        let mut loops: JoinSet<(String, u64)> = JoinSet::new();
+        let mut next_loop = 0u64;
+        for slot in &mut self.slots {
+            let Some(listener) = slot.pending.take() else { continue };
+            let token = stop.child_token();
+            if let Some((_, t)) = slot.accepting.as_mut() {
+                *t = token.clone();
+            }
+            next_loop += 1;
+            slot.loops.insert(next_loop);
+            let master = slot.config.borrow().master.clone();
+            warn_unresolved(&slot.route, &master).await;
+            spawn_loop(&mut loops, slot, listener, token, stop.clone(), next_loop);
         }
+        let listens: Vec<String> =
+            self.slots.iter().filter_map(|s| s.accepting.as_ref().map(|(a, _)| a.clone())).collect();
         tracing::info!(
-            route = route.name(),
-            master = %config.master,
-            listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            routes = %self.table.names().join(","),
+            listen = %listens.join(","),
             http = %http_addr,
             "replscope proxy ready"
         );
-        let master: Arc<str> = Arc::from(config.master.as_str());
-        let mut conns = JoinSet::new();
         // Diagnoses settle with time (a replica that does not come back has left): look every second.
-        let ticker_route = Arc::clone(&route);
+        let ticker_table = Arc::clone(&self.table);
         let ticker_stop = stop.clone();
         let ticker = tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tokio::select! {
-                    _ = every.tick() => ticker_route.tick(),
+                    _ = every.tick() => ticker_table.tick(),
                     _ = ticker_stop.cancelled() => return,
                 }
             }
@@ -191,37 +328,186 @@ impl Proxy {
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
-                accepted = listener.accept() => {
-                    let (stream, peer) = match accepted {
-                        Ok(a) => a,
-                        Err(e) => {
-                            // EMFILE and friends: wait a little rather than spin.
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    };
-                    if route.open_links() >= config.max_links {
-                        tracing::warn!(%peer, max_links = config.max_links, "refusing a connection: --max-links reached");
-                        drop(stream);
-                        continue;
-                    }
-                    let id = route.open(peer);
-                    conns.spawn(conn::serve(Arc::clone(&route), Arc::clone(&master), config.buffer, stream, id, stop.child_token()));
+                Some((routes, reply)) = self.reloads.recv() => {
+                    let result = self.apply(routes, &mut loops, &mut next_loop, &stop).await;
+                    self.table.reloaded(result.is_ok());
+                    let _ = reply.send(result);
                 }
-                Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                Some(ended) = loops.join_next(), if !loops.is_empty() => {
+                    if let Ok((name, n)) = ended {
+                        self.loop_ended(&name, n);
+                    }
+                }
             }
         }
-        drop(listener);
         stop.cancel();
         let _ = ticker.await;
-        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async { while conns.join_next().await.is_some() {} }).await;
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async { while loops.join_next().await.is_some() {} }).await;
         if drained.is_err() {
-            conns.abort_all();
+            loops.abort_all();
         }
         match http_task.await {
             Ok(Ok(())) | Err(_) => Ok(()),
             Ok(Err(source)) => Err(ProxyError::Http { addr: http_addr, source }),
         }
     }
+
+    /// An accept loop ended (its route was removed or moved, and its links have finished).
+    fn loop_ended(&mut self, name: &str, n: u64) {
+        let Some(i) = self.slots.iter().position(|s| s.route.name() == name) else { return };
+        self.slots[i].loops.remove(&n);
+        if self.slots[i].accepting.is_none() && self.slots[i].loops.is_empty() {
+            self.slots.remove(i);
+            tracing::info!(route = name, "route drained: its last link has ended");
+            self.publish();
+        }
+    }
+
+    /// Takes a new set of routes: binds every new address first (and changes nothing if one fails),
+    /// then starts, moves, changes and drains routes.
+    async fn apply(
+        &mut self,
+        routes: Vec<RouteConfig>,
+        loops: &mut JoinSet<(String, u64)>,
+        next_loop: &mut u64,
+        stop: &CancellationToken,
+    ) -> Result<ReloadReport, ProxyError> {
+        distinct_names(&routes)?;
+        let mut bound: Vec<Option<(TcpListener, String)>> = Vec::new();
+        for r in &routes {
+            let slot = self.slots.iter().find(|s| s.route.name() == r.name);
+            let same_listen = slot.is_some_and(|s| s.accepting.is_some() && s.config.borrow().listen == r.listen);
+            bound.push(if same_listen { None } else { Some(bind_route(r).await?) });
+        }
+        let mut report = ReloadReport::default();
+        let names: HashSet<String> = routes.iter().map(|r| r.name.clone()).collect();
+        for slot in &mut self.slots {
+            if !names.contains(slot.route.name())
+                && let Some((addr, token)) = slot.accepting.take()
+            {
+                token.cancel();
+                report.removed.push(slot.route.name().to_string());
+                let open = slot.route.open_links();
+                tracing::info!(route = slot.route.name(), listen = %addr, open_links = open, "route removed: no longer accepting; its open links finish");
+            }
+        }
+        for (r, listener) in routes.into_iter().zip(bound) {
+            let existing = self.slots.iter().position(|s| s.route.name() == r.name);
+            let i = match existing {
+                Some(i) => i,
+                None => {
+                    let shared = Arc::clone(self.table.shared());
+                    let route = Arc::new(Route::new(&r.name, r.settings, shared));
+                    route.set_forget_after(r.forget_after);
+                    self.slots.push(Slot {
+                        route,
+                        config: watch::Sender::new(Arc::new(r.clone())),
+                        accepting: None,
+                        pending: None,
+                        loops: HashSet::new(),
+                    });
+                    report.added.push(r.name.clone());
+                    self.slots.len() - 1
+                }
+            };
+            let slot = &mut self.slots[i];
+            if existing.is_some() {
+                let was = slot.config.borrow().clone();
+                if *was != r || slot.accepting.is_none() {
+                    report.changed.push(r.name.clone());
+                } else {
+                    report.unchanged.push(r.name.clone());
+                }
+                slot.route.set_settings(r.settings);
+                slot.route.set_forget_after(r.forget_after);
+                slot.config.send_replace(Arc::new(r.clone()));
+            }
+            if let Some((listener, addr)) = listener {
+                if let Some((_, old)) = slot.accepting.take() {
+                    old.cancel();
+                }
+                let token = stop.child_token();
+                slot.accepting = Some((addr.clone(), token.clone()));
+                *next_loop += 1;
+                slot.loops.insert(*next_loop);
+                tracing::info!(route = slot.route.name(), master = %r.master, listen = %addr, "route accepting");
+                spawn_loop(loops, slot, listener, token, stop.clone(), *next_loop);
+            }
+        }
+        // The table in the new order: the file's, draining routes last.
+        let order: Vec<String> = self.table_order(&names);
+        self.slots.sort_by_key(|s| order.iter().position(|n| n == s.route.name()).unwrap_or(usize::MAX));
+        self.publish();
+        Ok(report)
+    }
+
+    fn table_order(&self, names: &HashSet<String>) -> Vec<String> {
+        let mut order: Vec<String> =
+            self.slots.iter().filter(|s| names.contains(s.route.name())).map(|s| s.route.name().to_string()).collect();
+        order.extend(self.slots.iter().filter(|s| !names.contains(s.route.name())).map(|s| s.route.name().to_string()));
+        order
+    }
+}
+
+/// A master whose name does not resolve now is worth saying (it is resolved again for every link).
+async fn warn_unresolved(route: &Route, master: &str) {
+    if let Err(e) = tokio::net::lookup_host(master).await {
+        tracing::warn!(route = route.name(), master, error = %e, "the master's address does not resolve (yet); replicas cannot be served until it does");
+    }
+}
+
+fn spawn_loop(
+    loops: &mut JoinSet<(String, u64)>,
+    slot: &Slot,
+    listener: TcpListener,
+    accepting: CancellationToken,
+    stop: CancellationToken,
+    n: u64,
+) {
+    let route = Arc::clone(&slot.route);
+    let config = slot.config.subscribe();
+    loops.spawn(async move {
+        accept_loop(Arc::clone(&route), listener, config, accepting, stop).await;
+        (route.name().to_string(), n)
+    });
+}
+
+/// Accepts replicas on one listener until `accepting` is cancelled, then lets the links it started
+/// finish (they end early only when `stop` is cancelled: the process is stopping).
+async fn accept_loop(
+    route: Arc<Route>,
+    listener: TcpListener,
+    config: watch::Receiver<Arc<RouteConfig>>,
+    accepting: CancellationToken,
+    stop: CancellationToken,
+) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = accepting.cancelled() => break,
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // EMFILE and friends: wait a little rather than spin.
+                        tracing::warn!(route = route.name(), error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let r = Arc::clone(&config.borrow());
+                if route.open_links() >= r.max_links {
+                    tracing::warn!(route = route.name(), %peer, max_links = r.max_links, "refusing a connection: max-links reached");
+                    drop(stream);
+                    continue;
+                }
+                let id = route.open(peer);
+                let master: Arc<str> = Arc::from(r.master.as_str());
+                conns.spawn(conn::serve(Arc::clone(&route), master, r.buffer, stream, id, stop.child_token()));
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    drop(listener);
+    while conns.join_next().await.is_some() {}
 }

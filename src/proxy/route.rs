@@ -6,16 +6,15 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::time::Instant;
-
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::fault::{Fault, FaultSpec, Faults, Plan};
+use crate::fault::Plan;
 use crate::link::settings::ServerSettings;
 use crate::link::{Change, Link, LinkId, Links, Reader, TransportEvent};
 use crate::observe::api::{LinkView, WallClock};
 use crate::observe::observer::Observer;
+use crate::observe::series::Exposition;
+use crate::proxy::shared::Shared;
 use crate::time::Timestamp;
 use crate::wire::Direction;
 
@@ -47,7 +46,6 @@ struct Inner {
     observer: Observer,
     /// Changes drained from the links, on their way to the observer (reused).
     changes: Vec<Change>,
-    faults: Faults,
     /// Connections that ended; their links move to `closed` once their diagnosis settles.
     finishing: HashSet<LinkId>,
 }
@@ -55,38 +53,37 @@ struct Inner {
 /// One route (one master) and its links.
 pub struct Route {
     name: String,
-    epoch: Instant,
-    /// The wall-clock time of `epoch`, for the API's RFC 3339 times.
-    wall: WallClock,
+    shared: Arc<Shared>,
     inner: Mutex<Inner>,
-    /// Whether any fault is in force: read on every chunk without taking the lock.
-    faults_present: AtomicBool,
 }
 
 impl Route {
-    /// A route named `name`; its clock starts now.
-    pub fn new(name: &str) -> Self {
-        Self::with_settings(name, ServerSettings::default())
-    }
-
-    /// A route whose links are judged against the master's settings as the operator stated them.
-    pub fn with_settings(name: &str, settings: ServerSettings) -> Self {
+    /// A route whose links are judged against the master's settings as the operator stated them, on
+    /// the clock, ids and faults of `shared`.
+    pub fn new(name: &str, settings: ServerSettings, shared: Arc<Shared>) -> Self {
         Route {
             name: name.to_string(),
-            epoch: Instant::now(),
-            wall: WallClock { epoch: std::time::SystemTime::now() },
+            shared,
             inner: Mutex::new(Inner {
                 links: Links::with_settings(settings),
                 peers: HashMap::new(),
                 closed: VecDeque::new(),
                 closed_others: VecDeque::new(),
-                observer: Observer::new(name, settings),
+                observer: Observer::new(name),
                 changes: Vec::new(),
-                faults: Faults::new(),
                 finishing: HashSet::new(),
             }),
-            faults_present: AtomicBool::new(false),
         }
+    }
+
+    /// Judges links opened from now on against these settings (a reload); open links keep theirs.
+    pub fn set_settings(&self, settings: ServerSettings) {
+        self.lock().links.set_settings(settings);
+    }
+
+    /// What the route shares with the others of its process.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     /// Forgets a replica (its record and series) once it has had no open link for `after`.
@@ -101,7 +98,11 @@ impl Route {
 
     /// The time now, as the core counts it.
     pub fn now(&self) -> Timestamp {
-        Timestamp::from_micros(u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX))
+        self.shared.now()
+    }
+
+    fn wall(&self) -> &WallClock {
+        self.shared.wall()
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -113,7 +114,7 @@ impl Route {
     pub fn open(&self, peer: SocketAddr) -> LinkId {
         let now = self.now();
         let mut inner = self.lock();
-        let id = inner.links.open(Some(peer.ip()), now);
+        let id = inner.links.open_as(self.shared.next_link(), Some(peer.ip()), now);
         inner.peers.insert(id, peer);
         publish(&mut inner, now);
         id
@@ -122,6 +123,11 @@ impl Route {
     /// Open links right now.
     pub fn open_links(&self) -> usize {
         self.lock().links.iter().filter(|(_, l)| l.close.is_none()).count()
+    }
+
+    /// The ids of the open links.
+    pub fn open_ids(&self) -> Vec<LinkId> {
+        self.lock().links.iter().filter(|(_, l)| l.close.is_none()).map(|(id, _)| id).collect()
     }
 
     /// Feeds forwarded bytes to the link. They are read with the connection's own [`Reader`] before the
@@ -172,7 +178,7 @@ impl Route {
     pub fn finish(&self, id: LinkId) {
         let now = self.now();
         let mut inner = self.lock();
-        inner.faults.forget(id);
+        self.shared.faults().forget(id);
         inner.finishing.insert(id);
         self.diagnose(&mut inner, now);
     }
@@ -206,20 +212,23 @@ impl Route {
         }
     }
 
-    /// Prometheus text for this route.
-    pub fn render_metrics(&self) -> String {
+    /// Adds this route's metrics to `out`.
+    pub fn render_into(&self, out: &mut Exposition) {
         let now = self.now();
         let mut inner = self.lock();
-        inner.faults.expire(now);
-        let Inner { links, observer, faults, .. } = &mut *inner;
-        let active = faults.active_by_type();
-        self.faults_present.store(faults.any(), Ordering::Relaxed);
-        observer.render(links, &active, now)
+        let active = {
+            let mut faults = self.shared.faults();
+            faults.expire(now);
+            self.shared.note_faults(&faults);
+            faults.active_by_type(&self.name)
+        };
+        let Inner { links, observer, .. } = &mut *inner;
+        observer.render_into(links, &active, now, out);
     }
 
-    /// Whether any fault is in force (cheap; no lock).
+    /// Whether any fault is in force on the process (cheap; no lock).
     pub fn faults_present(&self) -> bool {
-        self.faults_present.load(Ordering::Relaxed)
+        self.shared.faults_present()
     }
 
     /// What the faults say about `n` bytes about to go `direction` on a link (0 on an idle tick). Their
@@ -227,14 +236,17 @@ impl Route {
     pub fn plan(&self, id: LinkId, direction: Direction, n: usize) -> Plan {
         let now = self.now();
         let mut inner = self.lock();
-        let Inner { links, faults, .. } = &mut *inner;
-        let plan = match links.get(id) {
-            Some(link) => faults.plan(id, &self.name, link, direction, n, now),
+        let plan = match inner.links.get(id) {
+            Some(link) => {
+                let mut faults = self.shared.faults();
+                let plan = faults.plan(id, &self.name, link, direction, n, now);
+                self.shared.note_faults(&faults);
+                plan
+            }
             None => Plan::default(),
         };
-        self.faults_present.store(faults.any(), Ordering::Relaxed);
         for touch in &plan.touches {
-            links.on_fault(id, touch.clone().at(now));
+            inner.links.on_fault(id, touch.clone().at(now));
         }
         if !plan.touches.is_empty() {
             publish(&mut inner, now);
@@ -245,59 +257,12 @@ impl Route {
     /// How long `n` bytes must wait for the bandwidth faults on this link and direction.
     pub fn throttle(&self, id: LinkId, direction: Direction, n: usize) -> Duration {
         let now = self.now();
-        self.lock().faults.throttle(id, direction, n, now)
+        self.shared.faults().throttle(id, direction, n, now)
     }
 
     /// The bandwidth cap in force on a link's direction.
     pub fn rate(&self, id: LinkId, direction: Direction) -> Option<u64> {
-        self.lock().faults.rate(id, direction)
-    }
-
-    /// Installs a fault.
-    pub fn add_fault(&self, spec: FaultSpec) -> Fault {
-        let now = self.now();
-        let mut inner = self.lock();
-        let open: Vec<LinkId> = inner.links.iter().filter(|(_, l)| l.close.is_none()).map(|(id, _)| id).collect();
-        let fault = inner.faults.add(spec, now, open);
-        self.faults_present.store(true, Ordering::Relaxed);
-        tracing::info!(route = %self.name, fault = fault.id, kind = fault.spec.kind.fault_type().as_str(), "fault {} installed", fault.id);
-        fault
-    }
-
-    /// The faults in force.
-    pub fn faults(&self) -> Vec<Fault> {
-        let now = self.now();
-        let mut inner = self.lock();
-        inner.faults.expire(now);
-        self.faults_present.store(inner.faults.any(), Ordering::Relaxed);
-        inner.faults.list()
-    }
-
-    /// Removes a fault; whether it existed.
-    pub fn remove_fault(&self, id: u64) -> bool {
-        let mut inner = self.lock();
-        let removed = inner.faults.remove(id);
-        self.faults_present.store(inner.faults.any(), Ordering::Relaxed);
-        if removed {
-            tracing::info!(route = %self.name, fault = id, "fault {id} removed");
-        }
-        removed
-    }
-
-    /// Removes every fault; how many there were.
-    pub fn clear_faults(&self) -> usize {
-        let mut inner = self.lock();
-        let n = inner.faults.clear();
-        self.faults_present.store(false, Ordering::Relaxed);
-        tracing::info!(route = %self.name, "{n} faults removed");
-        n
-    }
-
-    /// Changes a bandwidth fault's rate.
-    pub fn set_fault_rate(&self, id: u64, rate: u64) -> Option<Fault> {
-        let fault = self.lock().faults.set_rate(id, rate)?;
-        tracing::info!(route = %self.name, fault = id, rate, "fault {id}: rate now {rate} B/s");
-        Some(fault)
+        self.shared.faults().rate(id, direction)
     }
 
     /// Every open link and the last closed ones, by id, as the API shows them. Only the open links are
@@ -312,14 +277,14 @@ impl Route {
                 .iter()
                 .map(|(id, link)| {
                     let explanation = self.explain(link, histories);
-                    view(id, &self.name, inner.peers.get(&id).copied(), link, now, explanation, &self.wall)
+                    view(id, &self.name, inner.peers.get(&id).copied(), link, now, explanation, self.wall())
                 })
                 .collect();
             let closed: Vec<ClosedLink> = inner.closed.iter().chain(&inner.closed_others).cloned().collect();
             (open, closed)
         };
         views.extend(
-            closed.iter().map(|c| view(c.id, &self.name, c.peer, &c.link, now, c.explanation.clone(), &self.wall)),
+            closed.iter().map(|c| view(c.id, &self.name, c.peer, &c.link, now, c.explanation.clone(), self.wall())),
         );
         views.sort_by_key(|v| v["id"].as_u64());
         serde_json::Value::Array(views)
@@ -334,6 +299,7 @@ impl Route {
             .iter()
             .map(|(replica, h)| {
                 let mut v = serde_json::json!({
+                    "route": self.name,
                     "replica": replica,
                     "in_loop": h.full.in_loop,
                     "loop_since": h.full.since,
@@ -343,7 +309,7 @@ impl Route {
                     "partial_loop_since": h.partial.since,
                     "partial_drops": h.partial.attempts.iter().map(|(at, d)| serde_json::json!({"at": at, "after_ms": d.after_ms, "largest_command_bytes": d.largest_command_bytes})).collect::<Vec<_>>(),
                 });
-                self.wall.annotate(&mut v);
+                self.wall().annotate(&mut v);
                 v
             })
             .collect();
@@ -358,11 +324,11 @@ impl Route {
             let inner = self.lock();
             if let Some(link) = inner.links.get(id) {
                 let explanation = self.explain(link, inner.links.histories());
-                return Some(view(id, &self.name, inner.peers.get(&id).copied(), link, now, explanation, &self.wall));
+                return Some(view(id, &self.name, inner.peers.get(&id).copied(), link, now, explanation, self.wall()));
             }
             inner.closed.iter().chain(&inner.closed_others).find(|c| c.id == id).cloned()
         }?;
-        Some(view(closed.id, &self.name, closed.peer, &closed.link, now, closed.explanation, &self.wall))
+        Some(view(closed.id, &self.name, closed.peer, &closed.link, now, closed.explanation, self.wall()))
     }
 
     fn explain(&self, link: &Link, histories: &crate::link::history::Histories) -> Option<String> {
