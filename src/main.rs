@@ -53,6 +53,13 @@ enum Command {
         #[command(subcommand)]
         action: FaultCommand,
     },
+    /// Ask a running proxy whether it is up (GET /healthz): exit 0 if so, else one line and exit 1. For
+    /// container health checks, which have no curl.
+    Health {
+        /// The proxy's HTTP address: HOST:PORT or a URL (http://HOST:PORT).
+        #[arg(long, env = "REPLSCOPE_HTTP", default_value = "127.0.0.1:9190")]
+        http: String,
+    },
     /// Print the proxy's links as a table (from its /api/links).
     Links {
         /// The proxy's HTTP address: HOST:PORT or a URL (http://HOST:PORT).
@@ -320,6 +327,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Command::Health { http } = &cli.command {
+        // Docker reads 1 as unhealthy (2 is reserved).
+        return match links::request(http, "GET", "/healthz", None, None) {
+            Ok(body) => {
+                print!("{body}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("replscope: unhealthy: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -519,6 +539,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             })
         }
+        Command::Health { .. } => Ok(()),
         Command::Links { http } => {
             print!("{}", links::table(&http)?);
             Ok(())

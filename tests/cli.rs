@@ -81,7 +81,7 @@ fn bad_input_is_one_line_and_exit_2() {
         ),
         (
             vec!["proxy", "--master", "m:0"],
-            "replscope: invalid value 'm:0' for '--master <MASTER>': m:0: \"0\" is not a port",
+            "replscope: invalid value 'm:0' for '--master <MASTER>': m:0: 0 is not a port to dial",
         ),
         (
             vec!["proxy", "--master", "m:1", "--forget-after", "soon"],
@@ -108,7 +108,8 @@ fn an_address_in_use_is_one_line_and_exit_2() {
         let (code, _, err) = replscope(&args);
         assert_eq!(code, 2, "{flag}: {err}");
         let line = err.lines().last().unwrap_or_default();
-        assert!(line.starts_with(&format!("replscope: cannot listen on {addr} ({flag})")), "{flag}: {err}");
+        let what = if flag == "--listen" { "listen, route 127.0.0.1:1" } else { flag };
+        assert!(line.starts_with(&format!("replscope: cannot listen on {addr} ({what})")), "{flag}: {err}");
         assert!(line.contains("in use"), "{flag}: {err}");
     }
 }
@@ -164,4 +165,32 @@ fn a_master_that_does_not_resolve_is_a_warning_at_start_and_logs_have_no_colour_
     let text = seen.join("\n");
     assert!(text.contains("WARN") && text.contains("does not resolve"), "{text}");
     assert!(!text.contains('\u{1b}'), "no ANSI escapes when stderr is not a terminal: {text:?}");
+}
+
+#[test]
+fn health_is_exit_0_with_a_proxy_and_1_without() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+    let addr = format!("127.0.0.1:{port}");
+    let (code, out, err) = replscope(&["health", "--http", &addr]);
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("replscope: unhealthy: no proxy API at"), "{err}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_replscope"))
+        .args(["proxy", "--master", "127.0.0.1:1", "--listen", "127.0.0.1:0", "--http", &addr])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let healthy = loop {
+        let (code, out, _) = replscope(&["health", "--http", &addr]);
+        if code == 0 {
+            break out;
+        }
+        assert!(std::time::Instant::now() < deadline, "the proxy never got healthy");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(healthy, "ok\n");
+    let _ = child.kill();
+    let _ = child.wait();
 }

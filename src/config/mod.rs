@@ -320,6 +320,16 @@ forget-after = "0"
     }
 
     #[test]
+    fn the_example_in_deploy_is_valid() {
+        let c = parse(include_str!("../../deploy/replscope.toml"), Path::new("deploy/replscope.toml")).expect("valid");
+        let names: Vec<&str> = c.routes.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["sessions", "cache"]);
+        assert_eq!(c.log_format.as_deref(), Some("json"));
+        assert!(c.routes[0].settings.output_buffer_limit.is_some() && c.routes[0].settings.backlog.is_some());
+        assert_eq!(c.routes[1].buffer, 1 << 20);
+    }
+
+    #[test]
     fn each_mistake_names_the_line_and_the_key() {
         const ROUTE: &str = "[[route]]\nname = \"a\"\nmaster = \"h:1\"\nlisten = \"127.0.0.1:6380\"\n";
         let cases: &[(&str, &str)] = &[

@@ -11,13 +11,13 @@
 //! "replica"]);`) where it is emitted, emit it there (`self.count(&X, [route, replica], 1)`), add it to
 //! [`DECLARED`] and to the README's table (tests hold both).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::link::history::LoopKind;
-use crate::link::{Change, FaultType, Link, LinkId, LinkKind, Links, Phase, Side, SyncKind, SyncRequest};
-use crate::observe::series::{Def, Exposition, Series};
+use crate::link::{Cause, Change, FaultType, Link, LinkId, LinkKind, Links, Phase, Side, SyncKind, SyncRequest};
+use crate::observe::series::{Def, Exposition, Series, Type};
 use crate::observe::words::closer;
 use crate::time::Timestamp;
 use crate::wire::Direction;
@@ -43,7 +43,19 @@ macro_rules! def_kind {
             pub const fn name(&self) -> &'static str {
                 self.0.name
             }
+
+            /// Shows it in `series` before its first series.
+            fn declare(&self, series: &mut Series) {
+                series.declare(&self.0, Type::$name);
+            }
         }
+    };
+}
+
+/// Declares every family named, so each is shown from the first scrape.
+macro_rules! declare {
+    ($series:expr; $($metric:ident),* $(,)?) => {
+        $( $metric.declare($series); )*
     };
 }
 
@@ -83,7 +95,16 @@ struct ReplicaGauges {
     last_complete_rdb: Option<u64>,
     /// The last refused PSYNC's gap.
     psync_gap: Option<i64>,
+    /// When its links ended, and why (settled causes), the newest last, within [`RECENT_WINDOW`].
+    recent: VecDeque<(Timestamp, Cause)>,
 }
+
+/// How far back [`RECENT_DISCONNECTS`] counts.
+pub const RECENT_WINDOW: Duration = Duration::from_secs(30 * 60);
+
+/// The most ends a replica's recent record keeps (a replica dropped every second for half an hour is
+/// counted up to here).
+const RECENT_KEPT: usize = 256;
 
 impl ReplicaGauges {
     fn update(&mut self, id: LinkId, link: &Link, now: Timestamp) {
@@ -253,6 +274,12 @@ const WRITE_RATE: Gauge<1> = Gauge::new(
     "The master's replication write rate: from the stream, else from successive FULLRESYNC offsets.",
     ["route"],
 );
+const RECENT_DISCONNECTS: Gauge<3> = Gauge::new(
+    "replscope_recent_disconnects",
+    "The replica's links that ended in the last 30 minutes, by settled cause (exact from the first one, \
+     unlike increase() over a counter series that appears with its first event).",
+    ["route", "replica", "cause"],
+);
 const FAULTS_ACTIVE: Gauge<2> =
     Gauge::new("replscope_faults_active", "Injected faults in force, by kind.", ["route", "kind"]);
 
@@ -312,6 +339,7 @@ pub const DECLARED: &[&str] = &[
     SYNC_DOOMED.name(),
     WRITE_RATE.name(),
     FAULTS_ACTIVE.name(),
+    RECENT_DISCONNECTS.name(),
     ROUTES.name(),
     RELOADS.name(),
     RELOAD_OK.name(),
@@ -328,6 +356,7 @@ impl ProcessMetrics {
     /// The metrics of a process whose configuration was loaded at `loaded_at` (Unix seconds).
     pub fn new(loaded_at: f64) -> Self {
         let mut series = Series::new();
+        declare!(&mut series; BUILD_INFO, ROUTES, RELOADS, RELOAD_OK, RELOAD_TIME);
         series.set(&BUILD_INFO.0, [env!("CARGO_PKG_VERSION")], 1.0);
         series.set(&RELOAD_OK.0, [], 1.0);
         series.set(&RELOAD_TIME.0, [], loaded_at);
@@ -355,7 +384,15 @@ impl Metrics {
     /// The metrics of `route`; full syncs are judged doomed against the `client-output-buffer-limit
     /// replica` the operator stated for their link, if any.
     pub fn new(route: &str) -> Self {
-        Metrics { route: route.into(), series: Series::new(), held: HashMap::new(), replicas: HashMap::new() }
+        let mut series = Series::new();
+        declare!(&mut series;
+            FORWARDED, WRITE_BLOCKED, STREAM_COMMANDS, SYNCS, PSYNC_REJECTED, PSYNC_GAP, CHECKSUM_FAILURES,
+            REPLICA_BUFFER_FULL, DESYNCS, FULL_SYNC_FAILURES, DISCONNECTS, FAULT_ACTIONS, BGSAVE_WAIT, RDB_TRANSFER,
+            REPLICA_LOAD, FULL_SYNC, LINKS, LINK_PHASE, RDB_SIZE, RDB_TRANSFERRED, RDB_RATE, MASTER_OFFSET,
+            ACK_OFFSET, LAG, ACK_AGE, REPLICATION_LOOP, SYNC_BUFFER_FORECAST, SYNC_DOOMED, WRITE_RATE,
+            RECENT_DISCONNECTS, FAULTS_ACTIVE,
+        );
+        Metrics { route: route.into(), series, held: HashMap::new(), replicas: HashMap::new() }
     }
 
     fn count<const N: usize>(&mut self, m: &Counter<N>, values: [&str; N], n: u64) {
@@ -435,6 +472,13 @@ impl Metrics {
                     if is_replica(l) || l.connect_error.is_some() || cut_snapshot {
                         let labels = [route, &ep, closer(close.by), close.phase.as_str(), cause.as_str()];
                         self.count(&DISCONNECTS, labels, 1);
+                        if ep != UNKNOWN_REPLICA {
+                            let recent = &mut self.replicas.entry(ep.clone()).or_default().recent;
+                            if recent.len() == RECENT_KEPT {
+                                recent.pop_front();
+                            }
+                            recent.push_back((close.at, *cause));
+                        }
                     }
                 }
             }
@@ -454,6 +498,11 @@ impl Metrics {
             && l.kind == LinkKind::Replication
             && ep != UNKNOWN_REPLICA
         {
+            if self.replicas.get(&ep).is_none_or(|g| g.link.is_none()) {
+                // A counter alerts only from a 0 before its first event: `increase()` cannot see the
+                // first one of a series that appears with it.
+                self.count(&CHECKSUM_FAILURES, [route, &ep], 0);
+            }
             self.replicas.entry(ep).or_default().update(id, l, now);
         }
     }
@@ -579,6 +628,16 @@ impl Metrics {
                     self.set(gauge, labels, v);
                 }
             }
+            let mut by_cause: Vec<(Cause, u32)> = Vec::new();
+            for (_, cause) in g.recent.iter().filter(|(at, _)| now.since(*at) < RECENT_WINDOW) {
+                match by_cause.iter_mut().find(|(c, _)| c == cause) {
+                    Some((_, n)) => *n += 1,
+                    None => by_cause.push((*cause, 1)),
+                }
+            }
+            for (cause, n) in by_cause {
+                self.set(&RECENT_DISCONNECTS, [route, replica, cause.as_str()], f64::from(n));
+            }
         }
         for (replica, h) in links.histories().iter() {
             for kind in LoopKind::ALL {
@@ -662,6 +721,18 @@ mod tests {
             let name = line.split(['{', ' ']).next().unwrap_or_default();
             let base = name.trim_end_matches("_bucket").trim_end_matches("_sum").trim_end_matches("_count");
             assert!(text.contains(&format!("# HELP {base} ")), "{base} has no help");
+        }
+    }
+
+    #[test]
+    fn every_declared_metric_is_shown_from_the_first_scrape() {
+        let mut out = Exposition::new();
+        Metrics::new("r").render_into(&Links::new(), &HashMap::new(), ms(0), &mut out);
+        ProcessMetrics::new(0.0).render_into(1, 0, &mut out);
+        let mut text = String::new();
+        out.render(&mut text);
+        for name in DECLARED {
+            assert_eq!(text.matches(&format!("# TYPE {name} ")).count(), 1, "{name}:\n{text}");
         }
     }
 

@@ -54,6 +54,8 @@ enum Value {
 
 #[derive(Debug)]
 struct Family {
+    /// Shown (its `HELP` and `TYPE`) even with no series.
+    declared: bool,
     help: &'static str,
     kind: Type,
     labels: Vec<&'static str>,
@@ -74,6 +76,7 @@ impl Series {
 
     fn family<const N: usize>(&mut self, def: &Def<N>, kind: Type) -> &mut Family {
         self.families.entry(def.name).or_insert_with(|| Family {
+            declared: false,
             help: def.help,
             kind,
             labels: def.labels.to_vec(),
@@ -88,6 +91,12 @@ impl Series {
             Type::Histogram => Value::Histogram { buckets: vec![0; DURATION_BUCKETS.len()], sum: 0.0, count: 0 },
             _ => Value::Number(0.0),
         })
+    }
+
+    /// Declares a family, so it is shown (`HELP` and `TYPE`) before it has a series: a scraper, a rule
+    /// or a dashboard can tell a metric with nothing to count yet from one that does not exist.
+    pub fn declare<const N: usize>(&mut self, def: &Def<N>, kind: Type) {
+        self.family(def, kind).declared = true;
     }
 
     /// Adds `n` to a counter.
@@ -144,7 +153,7 @@ impl Series {
             .any(|f| f.labels.iter().position(|l| *l == name).is_some_and(|i| f.series.keys().any(|k| k[i] == value)))
     }
 
-    /// Appends every family that has a series, in the text format.
+    /// Appends every family that has a series or was declared, in the text format.
     pub fn render(&self, out: &mut String) {
         let mut exposition = Exposition::new();
         exposition.add(self);
@@ -176,7 +185,7 @@ impl Exposition {
     /// Adds every series of `series` that has one.
     pub fn add(&mut self, series: &Series) {
         for (name, family) in &series.families {
-            if family.series.is_empty() {
+            if family.series.is_empty() && !family.declared {
                 continue;
             }
             let text = self.families.entry(name).or_insert_with(|| FamilyText {
@@ -312,5 +321,14 @@ mod tests {
         assert!(at("# TYPE t_gauge gauge") < at("t_gauge{replica=\"y:2\"} 3"), "{out}");
         assert!(at("t_gauge{replica=\"y:2\"} 3") < at("# TYPE t_total counter"), "{out}");
         assert_eq!(out.matches("# TYPE t_gauge gauge").count(), 1);
+    }
+
+    #[test]
+    fn a_declared_family_shows_before_its_first_series() {
+        let mut s = Series::new();
+        s.declare(&C, Type::Counter);
+        let mut out = String::new();
+        s.render(&mut out);
+        assert_eq!(out, "# HELP t_total A counter.\n# TYPE t_total counter\n");
     }
 }

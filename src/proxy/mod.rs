@@ -183,7 +183,8 @@ pub struct Proxy {
 }
 
 async fn bind_route(r: &RouteConfig) -> Result<(TcpListener, String), ProxyError> {
-    let bind_error = |source| ProxyError::Bind { addr: r.listen.clone(), what: format!("route {}", r.name), source };
+    let bind_error =
+        |source| ProxyError::Bind { addr: r.listen.clone(), what: format!("listen, route {}", r.name), source };
     let listener = TcpListener::bind(&r.listen).await.map_err(bind_error)?;
     let addr = listener.local_addr().map_err(bind_error)?;
     Ok((listener, addr.to_string()))

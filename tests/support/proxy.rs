@@ -33,12 +33,27 @@ impl ProxyProc {
 
     /// The same, with the API on `http`.
     pub fn start_with_http(master_port: u16, http: &str, extra: &[&str]) -> ProxyProc {
+        let master = format!("127.0.0.1:{master_port}");
+        let mut args = vec!["--master", &master, "--name", "main", "--listen", "127.0.0.1:0", "--http", http];
+        args.extend(extra);
+        Self::start_args(&args)
+    }
+
+    /// Starts `replscope proxy --config <file>` with `extra` arguments (the API on a port of its own).
+    pub fn start_config(file: &std::path::Path, extra: &[&str]) -> ProxyProc {
+        let file = file.to_string_lossy();
+        let mut args = vec!["--config", &*file, "--http", "127.0.0.1:0"];
+        args.extend(extra);
+        Self::start_args(&args)
+    }
+
+    /// Starts `replscope proxy` with JSON logs and `args`; waits until it is ready.
+    pub fn start_args(args: &[&str]) -> ProxyProc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_replscope"))
-            .args(["proxy", "--master", &format!("127.0.0.1:{master_port}"), "--name", "main"])
-            .args(["--listen", "127.0.0.1:0", "--http", http, "--log-format", "json"])
+            .args(["proxy", "--log-format", "json"])
+            .args(args)
             .env_remove("REPLSCOPE_ADMIN_TOKEN")
             .env_remove("REPLSCOPE_ENABLE_FAULTS")
-            .args(extra)
             .env("REPLSCOPE_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -64,7 +79,9 @@ impl ProxyProc {
                 .cloned();
             if let Some(l) = ready {
                 let listen = l["listen"].as_str().expect("listen address").to_string();
-                let listen_port = listen.rsplit(':').next().and_then(|p| p.parse().ok()).expect("listen port");
+                // With several routes, the first one's.
+                let first = listen.split(',').next().unwrap_or_default();
+                let listen_port = first.rsplit(':').next().and_then(|p| p.parse().ok()).expect("listen port");
                 let http = l["http"].as_str().expect("http address").to_string();
                 return ProxyProc { child, listen_port, http, logs };
             }
@@ -98,6 +115,31 @@ impl ProxyProc {
         let (status, body) = self.get("/metrics");
         assert_eq!(status, 200);
         Metrics::parse(&body)
+    }
+
+    /// Sends a signal (`HUP`, `TERM`, ...).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill").args([&format!("-{name}"), &self.child.id().to_string()]).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -{name}");
+    }
+
+    /// Waits (for at most `secs`) for a log line whose message is `message`, after the first `skip`.
+    pub fn wait_log(&self, message: &str, skip: usize, secs: u64) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(l) = self.logs().into_iter().skip(skip).find(|l| l["message"] == message) {
+                return l;
+            }
+            assert!(Instant::now() < deadline, "no log {message:?} in {:#?}", self.logs());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// GET a JSON path of the API.
+    pub fn json(&self, path: &str) -> serde_json::Value {
+        let (status, body) = self.get(path);
+        assert_eq!(status, 200, "{path}: {body}");
+        serde_json::from_str(&body).expect("JSON")
     }
 
     /// Sends SIGTERM and waits for the exit code.
