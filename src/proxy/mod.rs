@@ -218,6 +218,15 @@ impl Proxy {
         if config.enable_faults && !http_addr.ip().is_loopback() && config.admin_token.is_none() {
             return Err(ProxyError::FaultsUnprotected { addr: http_addr });
         }
+        if let Some(route) = config
+            .faults
+            .iter()
+            .filter_map(|f| f.route.as_deref())
+            .find(|r| !config.routes.iter().any(|c| c.name == *r))
+        {
+            let names: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
+            return Err(ProxyError::Routes(format!("a fault names route {route:?}, which is not one of {names:?}")));
+        }
         let shared = Arc::new(Shared::new());
         let table = Arc::new(RouteTable::new(Arc::clone(&shared)));
         let mut slots = Vec::new();

@@ -173,7 +173,24 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     s.read_to_string(&mut raw).expect("response");
     let (head, body) = raw.split_once("\r\n\r\n").expect("HTTP response");
     let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("status");
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        return (status, dechunk(body));
+    }
     (status, body.to_string())
+}
+
+/// The body of a chunked response.
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.split(';').next().unwrap_or_default().trim(), 16).expect("chunk size");
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].strip_prefix("\r\n").expect("chunk end");
+    }
+    out
 }
 
 /// Label pairs of one sample.
