@@ -22,6 +22,9 @@ Examples:
   # Name the route, listen on all interfaces, JSON logs for a log shipper
   replscope proxy --master redis-main.internal:6379 --name main --listen 0.0.0.0:6380 --log-format json
 
+  # Several masters, one route each, from a file (deploy/replscope.toml); `kill -HUP` reloads it
+  replscope proxy --config /etc/replscope/replscope.toml
+
   # Watch it
   curl -s localhost:9190/metrics | grep replscope_
   replscope links";

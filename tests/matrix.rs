@@ -65,7 +65,7 @@ fn scenario(bin: &ServerBin, mode: SyncMode) {
 
     let m = proxy.metrics();
     assert_eq!(m.get("replscope_syncs_total", &[("replica", &ep), ("kind", "full")]), Some(1.0), "{ctx}\n{}", m.text);
-    assert_eq!(m.get("replscope_rdb_checksum_failures_total", &[]), None, "{ctx}");
+    assert_eq!(m.get("replscope_rdb_checksum_failures_total", &[("replica", &ep)]), Some(0.0), "{ctx}");
     assert_eq!(m.get("replscope_desyncs_total", &[]), None, "{ctx}: a decoder gave up\n{}", m.text);
     assert_eq!(m.get("replscope_links", &[("kind", "replication")]), Some(1.0), "{ctx}");
     let transferred = m.get("replscope_rdb_transferred_bytes", &[("replica", &ep)]).unwrap_or(0.0);

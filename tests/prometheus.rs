@@ -162,7 +162,8 @@ fn a_real_prometheus_fires_the_loop_alert_with_its_cause() {
     let replica = Server::start(&bin, &["--replicaof", "127.0.0.1", &proxy.listen_port.to_string()]);
     let ep = format!("127.0.0.1:{}", replica.port);
 
-    let deadline = Instant::now() + Duration::from_secs(180);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(180);
     let firing = loop {
         let firing = prometheus.alerts("ReplscopeFullResyncLoop", "firing");
         if let Some(a) = firing.into_iter().find(|a| a["labels"]["replica"] == ep.as_str()) {
@@ -177,6 +178,10 @@ fn a_real_prometheus_fires_the_loop_alert_with_its_cause() {
         std::thread::sleep(Duration::from_millis(500));
     };
     load.stop();
+    eprintln!(
+        "ReplscopeFullResyncLoop firing in Prometheus {:.1} s after the replica started",
+        started.elapsed().as_secs_f64()
+    );
     assert_eq!(firing["labels"]["route"], "main", "{firing}");
     assert_eq!(firing["labels"]["cause"], "output_buffer_limit", "{firing}");
     assert_eq!(firing["labels"]["severity"], "critical", "{firing}");

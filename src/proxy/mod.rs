@@ -312,6 +312,9 @@ impl Proxy {
             slot.loops.insert(next_loop);
             let master = slot.config.borrow().master.clone();
             warn_unresolved(&slot.route, &master).await;
+            if let Some((addr, _)) = &slot.accepting {
+                tracing::info!(route = slot.route.name(), %master, listen = %addr, "route accepting");
+            }
             spawn_loop(&mut loops, slot, listener, token, stop.clone(), next_loop);
         }
         let listens: Vec<String> =
