@@ -386,6 +386,7 @@ impl Proxy {
         stop: &CancellationToken,
     ) -> Result<ReloadReport, ProxyError> {
         distinct_names(&routes)?;
+        let order: Vec<String> = routes.iter().map(|r| r.name.clone()).collect();
         let mut bound: Vec<Option<(TcpListener, String)>> = Vec::new();
         for r in &routes {
             let slot = self.slots.iter().find(|s| s.route.name() == r.name);
@@ -447,18 +448,10 @@ impl Proxy {
                 spawn_loop(loops, slot, listener, token, stop.clone(), *next_loop);
             }
         }
-        // The table in the new order: the file's, draining routes last.
-        let order: Vec<String> = self.table_order(&names);
+        // The table in the file's order, draining routes last (as they were).
         self.slots.sort_by_key(|s| order.iter().position(|n| n == s.route.name()).unwrap_or(usize::MAX));
         self.publish();
         Ok(report)
-    }
-
-    fn table_order(&self, names: &HashSet<String>) -> Vec<String> {
-        let mut order: Vec<String> =
-            self.slots.iter().filter(|s| names.contains(s.route.name())).map(|s| s.route.name().to_string()).collect();
-        order.extend(self.slots.iter().filter(|s| !names.contains(s.route.name())).map(|s| s.route.name().to_string()));
-        order
     }
 }
 
