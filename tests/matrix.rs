@@ -45,7 +45,10 @@ fn scenario(bin: &ServerBin, mode: SyncMode) {
     master_args.extend(mode.master_args(bin));
     let master = Server::start(bin, &master_args);
     master.cmd(&["DEBUG", "POPULATE", "20000", "key", "300"]);
-    let proxy = ProxyProc::start(master.port, &[]);
+    // On two channels the RDB must still be crossing when the load's writes reach the main channel: a
+    // 6 MB RDB crosses loopback in a few milliseconds, between two writes, so it is slowed to ~0.4 s.
+    let slow = ["--enable-faults", "--fault", "bandwidth rate=16MiB/s direction=master-to-replica"];
+    let proxy = ProxyProc::start(master.port, if two_channels { &slow } else { &[] });
     let port = proxy.listen_port.to_string();
     let mut replica_args = vec!["--replicaof", "127.0.0.1", &port];
     replica_args.extend(mode.replica_args(bin));
