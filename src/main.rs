@@ -180,18 +180,12 @@ impl ProxyArgs {
             }
             None => {
                 let master = self.master.clone().unwrap_or_default();
-                let forget = match self.forget_after {
-                    Some(d) => d,
-                    None => values::forget_after(config::DEFAULT_FORGET_AFTER).map_err(anyhow::Error::msg)?,
-                };
+                let forget = self.forget_after.unwrap_or(config::DEFAULT_FORGET_AFTER);
                 let route = RouteConfig {
                     name: self.name.clone().unwrap_or_else(|| master.clone()),
                     master,
                     listen: self.listen.clone().unwrap_or_else(|| DEFAULT_LISTEN.to_string()),
-                    buffer: match self.buffer {
-                        Some(b) => b,
-                        None => values::buffer(config::DEFAULT_BUFFER).map_err(anyhow::Error::msg)?,
-                    },
+                    buffer: self.buffer.unwrap_or(config::DEFAULT_BUFFER),
                     max_links: self.max_links.unwrap_or(config::DEFAULT_MAX_LINKS),
                     settings: replscope::link::settings::ServerSettings {
                         repl_timeout: self.assume_repl_timeout,

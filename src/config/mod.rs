@@ -23,6 +23,7 @@
 pub mod values;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -30,12 +31,12 @@ use toml::Spanned;
 use crate::link::settings::ServerSettings;
 use crate::proxy::RouteConfig;
 
-/// `--buffer`'s default.
-pub const DEFAULT_BUFFER: &str = "256KiB";
+/// `--buffer`'s default: 256KiB.
+pub const DEFAULT_BUFFER: usize = 256 << 10;
 /// `--max-links`' default.
 pub const DEFAULT_MAX_LINKS: usize = 1024;
-/// `--forget-after`'s default.
-pub const DEFAULT_FORGET_AFTER: &str = "10m";
+/// `--forget-after`'s default: 10m.
+pub const DEFAULT_FORGET_AFTER: Duration = Duration::from_secs(10 * 60);
 
 /// A configuration file, read and checked.
 #[derive(Clone, Debug)]
@@ -111,17 +112,14 @@ pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
 pub fn parse(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
     let file = File { text, path };
     let raw: RawFile = toml::from_str(text).map_err(|e| file.toml_error(&e))?;
-    let buffer = file.value(raw.buffer.as_ref(), "buffer", DEFAULT_BUFFER, values::buffer)?;
+    let buffer = file.optional(raw.buffer.as_ref(), "buffer", values::buffer)?.unwrap_or(DEFAULT_BUFFER);
     let max_links = match &raw.max_links {
         Some(n) => file.max_links(n, "max-links")?,
         None => DEFAULT_MAX_LINKS,
     };
     let forget_after =
-        file.value(raw.forget_after.as_ref(), "forget-after", DEFAULT_FORGET_AFTER, values::forget_after)?;
-    let http = match &raw.http {
-        Some(h) => Some(file.check(h, "http", values::listen)?),
-        None => None,
-    };
+        file.optional(raw.forget_after.as_ref(), "forget-after", values::forget_after)?.unwrap_or(DEFAULT_FORGET_AFTER);
+    let http = file.optional(raw.http.as_ref(), "http", values::listen)?;
     let log_format = match &raw.log_format {
         Some(f) if matches!(f.get_ref().as_str(), "text" | "json") => Some(f.get_ref().clone()),
         Some(f) => return Err(file.at(f.span().start, "log-format", format!("{:?} is not text or json", f.get_ref()))),
@@ -161,18 +159,13 @@ pub fn parse(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
         if http.as_deref() == Some(listen.as_str()) && !any_port {
             return Err(file.at(r.listen.span().start, "route.listen", format!("{listen} is also the http address")));
         }
-        let forget = match &r.forget_after {
-            Some(v) => file.check(v, "route.forget-after", values::forget_after)?,
-            None => forget_after,
-        };
+        let forget =
+            file.optional(r.forget_after.as_ref(), "route.forget-after", values::forget_after)?.unwrap_or(forget_after);
         routes.push(RouteConfig {
             name: name.to_string(),
             master: file.check(&r.master, "route.master", values::master)?,
             listen,
-            buffer: match &r.buffer {
-                Some(v) => file.check(v, "route.buffer", values::buffer)?,
-                None => buffer,
-            },
+            buffer: file.optional(r.buffer.as_ref(), "route.buffer", values::buffer)?.unwrap_or(buffer),
             max_links: match &r.max_links {
                 Some(n) => file.max_links(n, "route.max-links")?,
                 None => max_links,
@@ -224,19 +217,6 @@ impl File<'_> {
         v.map(|v| self.check(v, key, parse)).transpose()
     }
 
-    fn value<T>(
-        &self,
-        v: Option<&Spanned<String>>,
-        key: &str,
-        default: &str,
-        parse: fn(&str) -> Result<T, String>,
-    ) -> Result<T, ConfigError> {
-        match v {
-            Some(v) => self.check(v, key, parse),
-            None => parse(default).map_err(|m| self.at(0, key, m)),
-        }
-    }
-
     fn max_links(&self, n: &Spanned<i64>, key: &str) -> Result<usize, ConfigError> {
         usize::try_from(*n.get_ref()).ok().filter(|n| *n >= 1).ok_or_else(|| {
             self.at(n.span().start, key, format!("{} is not a number of links (1 or more)", n.get_ref()))
@@ -281,7 +261,6 @@ fn header(line: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn check(text: &str) -> Result<FileConfig, String> {
         parse(text, Path::new("r.toml")).map_err(|e| e.to_string())

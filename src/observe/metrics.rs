@@ -305,8 +305,8 @@ const RELOAD_TIME: Gauge<0> = Gauge::new(
     [],
 );
 
-/// The name of every metric a route declares (the README's table lists each; a unit test checks this
-/// list against the declarations above).
+/// The name of every metric declared here, a route's and the process's (the README's table lists each;
+/// a unit test checks this list against the declarations above).
 pub const DECLARED: &[&str] = &[
     FORWARDED.name(),
     WRITE_BLOCKED.name(),

@@ -76,11 +76,6 @@ impl Observer {
         }
     }
 
-    /// Renders every metric in the Prometheus text format.
-    pub fn render(&mut self, links: &Links, faults: &HashMap<FaultType, u64>, now: Timestamp) -> String {
-        self.metrics.render(links, faults, now)
-    }
-
     /// Adds the metrics to `out`, which may hold other routes'.
     pub fn render_into(
         &mut self,
