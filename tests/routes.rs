@@ -47,6 +47,11 @@ fn routes(proxy: &ProxyProc) -> Vec<(String, String, Option<u16>)> {
         .collect()
 }
 
+/// Each route as `name:state`, in the API's order.
+fn states(proxy: &ProxyProc) -> Vec<String> {
+    routes(proxy).into_iter().map(|(n, s, _)| format!("{n}:{s}")).collect()
+}
+
 fn port_of(proxy: &ProxyProc, name: &str) -> u16 {
     routes(proxy).into_iter().find(|(n, ..)| n == name).and_then(|(.., p)| p).expect("the route's port")
 }
@@ -81,8 +86,7 @@ fn two_masters_through_one_process_and_reloads_that_add_drain_and_change_routes(
     let file = dir.join("replscope.toml");
     write(&file, &format!("{}{}", route("a", &master_a, ""), route("b", &master_b, "")));
     let proxy = ProxyProc::start_config(&file, &[]);
-    let names: Vec<String> = routes(&proxy).into_iter().map(|(n, s, _)| format!("{n}:{s}")).collect();
-    assert_eq!(names, ["a:active", "b:active"]);
+    assert_eq!(states(&proxy), ["a:active", "b:active"]);
 
     let replica_a = Server::start(&bin, &["--replicaof", "127.0.0.1", &port_of(&proxy, "a").to_string()]);
     let replica_b = Server::start(&bin, &["--replicaof", "127.0.0.1", &port_of(&proxy, "b").to_string()]);
@@ -125,8 +129,7 @@ fn two_masters_through_one_process_and_reloads_that_add_drain_and_change_routes(
     proxy.signal("HUP");
     let done = proxy.wait_log("configuration reloaded", before, 20);
     assert_eq!(done["report"], "added c; removed b; changed a; unchanged -", "{done}");
-    let states: Vec<String> = routes(&proxy).into_iter().map(|(n, s, _)| format!("{n}:{s}")).collect();
-    assert_eq!(states, ["a:active", "c:active", "b:draining"]);
+    assert_eq!(states(&proxy), ["a:active", "c:active", "b:draining"]);
     // The removed route accepts no one, and its open link goes on streaming.
     assert!(std::net::TcpStream::connect(("127.0.0.1", port_b)).is_err(), "route b still accepts");
     replicates(&master_b, &replica_b, "kb2");
@@ -151,8 +154,7 @@ fn two_masters_through_one_process_and_reloads_that_add_drain_and_change_routes(
     let failed = proxy.wait_log("reload failed: the running configuration stays", before, 20);
     let why = failed["error"].as_str().unwrap_or_default();
     assert!(why.contains("line 5") && why.contains("route.listen-port"), "{why}");
-    let states: Vec<String> = routes(&proxy).into_iter().map(|(n, s, _)| format!("{n}:{s}")).collect();
-    assert_eq!(states, ["a:active", "c:active", "b:draining"]);
+    assert_eq!(states(&proxy), ["a:active", "c:active", "b:draining"]);
     let m = proxy.metrics();
     assert_eq!(m.get("replscope_config_last_reload_successful", &[]), Some(0.0));
     assert_eq!(m.get("replscope_config_reloads_total", &[("result", "failure")]), Some(1.0));
@@ -161,8 +163,7 @@ fn two_masters_through_one_process_and_reloads_that_add_drain_and_change_routes(
     // The draining route goes once its last link has ended.
     drop(replica_b);
     proxy.wait_log("route drained: its last link has ended", before, 30);
-    let states: Vec<String> = routes(&proxy).into_iter().map(|(n, s, _)| format!("{n}:{s}")).collect();
-    assert_eq!(states, ["a:active", "c:active"]);
+    assert_eq!(states(&proxy), ["a:active", "c:active"]);
     replicates(&master_b, &replica_c, "kc2");
     drop(replica_a);
     assert_eq!(proxy.terminate(), Some(0));
@@ -195,8 +196,7 @@ fn a_reload_that_cannot_bind_changes_nothing() {
         failed["error"].as_str().is_some_and(|e| e.contains(&port.to_string()) && e.contains("route b")),
         "{failed}"
     );
-    let names: Vec<String> = routes(&proxy).into_iter().map(|(n, s, _)| format!("{n}:{s}")).collect();
-    assert_eq!(names, ["a:active"]);
+    assert_eq!(states(&proxy), ["a:active"]);
     assert_eq!(proxy.metrics().get("replscope_config_last_reload_successful", &[]), Some(0.0));
     assert_eq!(proxy.terminate(), Some(0));
     let _ = std::fs::remove_dir_all(&dir);

@@ -180,6 +180,10 @@ pub struct Proxy {
     slots: Vec<Slot>,
     reloads: mpsc::Receiver<(Vec<RouteConfig>, ReloadReply)>,
     reloader: Reloader,
+    /// Cancelled when the proxy stops: every accept loop and every link end.
+    stop: CancellationToken,
+    /// The number of the last accept loop started.
+    last_loop: u64,
 }
 
 async fn bind_route(r: &RouteConfig) -> Result<(TcpListener, String), ProxyError> {
@@ -229,6 +233,7 @@ impl Proxy {
         }
         let shared = Arc::new(Shared::new());
         let table = Arc::new(RouteTable::new(Arc::clone(&shared)));
+        let stop = CancellationToken::new();
         let mut slots = Vec::new();
         for r in &config.routes {
             let (listener, addr) = bind_route(r).await?;
@@ -237,18 +242,17 @@ impl Proxy {
             slots.push(Slot {
                 route,
                 config: watch::Sender::new(Arc::new(r.clone())),
-                accepting: Some((addr, CancellationToken::new())),
+                accepting: Some((addr, stop.child_token())),
                 pending: Some(listener),
                 loops: HashSet::new(),
             });
         }
-        let open = Vec::new();
         for spec in &config.faults {
-            shared.add_fault(spec.clone(), open.clone());
+            shared.add_fault(spec.clone(), Vec::new());
         }
         let (tx, reloads) = mpsc::channel(4);
         let reloader = Reloader { tx, table: Arc::clone(&table) };
-        let proxy = Proxy { config, http: Some(http), table, slots, reloads, reloader };
+        let proxy = Proxy { config, http: Some(http), table, slots, reloads, reloader, stop, last_loop: 0 };
         proxy.publish();
         Ok(proxy)
     }
@@ -287,7 +291,7 @@ impl Proxy {
 
     /// Runs until `shutdown` completes: then stops accepting, closes every link, and returns.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), ProxyError> {
-        let stop = CancellationToken::new();
+        let stop = self.stop.clone();
         let Some(http) = self.http.take() else { return Ok(()) };
         let http_addr = http
             .local_addr()
@@ -301,21 +305,11 @@ impl Proxy {
             axum::serve(http, app).with_graceful_shutdown(async move { http_stop.cancelled().await }).await
         });
         let mut loops: JoinSet<(String, u64)> = JoinSet::new();
-        let mut next_loop = 0u64;
         for slot in &mut self.slots {
             let Some(listener) = slot.pending.take() else { continue };
-            let token = stop.child_token();
-            if let Some((_, t)) = slot.accepting.as_mut() {
-                *t = token.clone();
-            }
-            next_loop += 1;
-            slot.loops.insert(next_loop);
             let master = slot.config.borrow().master.clone();
             warn_unresolved(&slot.route, &master).await;
-            if let Some((addr, _)) = &slot.accepting {
-                tracing::info!(route = slot.route.name(), %master, listen = %addr, "route accepting");
-            }
-            spawn_loop(&mut loops, slot, listener, token, stop.clone(), next_loop);
+            start_loop(&mut loops, &mut self.last_loop, slot, listener, &stop);
         }
         let listens: Vec<String> =
             self.slots.iter().filter_map(|s| s.accepting.as_ref().map(|(a, _)| a.clone())).collect();
@@ -342,7 +336,7 @@ impl Proxy {
             tokio::select! {
                 _ = &mut shutdown => break,
                 Some((routes, reply)) = self.reloads.recv() => {
-                    let result = self.apply(routes, &mut loops, &mut next_loop, &stop).await;
+                    let result = self.apply(routes, &mut loops).await;
                     self.table.reloaded(result.is_ok());
                     let _ = reply.send(result);
                 }
@@ -382,8 +376,6 @@ impl Proxy {
         &mut self,
         routes: Vec<RouteConfig>,
         loops: &mut JoinSet<(String, u64)>,
-        next_loop: &mut u64,
-        stop: &CancellationToken,
     ) -> Result<ReloadReport, ProxyError> {
         distinct_names(&routes)?;
         let order: Vec<String> = routes.iter().map(|r| r.name.clone()).collect();
@@ -440,12 +432,8 @@ impl Proxy {
                 if let Some((_, old)) = slot.accepting.take() {
                     old.cancel();
                 }
-                let token = stop.child_token();
-                slot.accepting = Some((addr.clone(), token.clone()));
-                *next_loop += 1;
-                slot.loops.insert(*next_loop);
-                tracing::info!(route = slot.route.name(), master = %r.master, listen = %addr, "route accepting");
-                spawn_loop(loops, slot, listener, token, stop.clone(), *next_loop);
+                slot.accepting = Some((addr, self.stop.child_token()));
+                start_loop(loops, &mut self.last_loop, slot, listener, &self.stop);
             }
         }
         // The table in the file's order, draining routes last (as they were).
@@ -462,16 +450,23 @@ async fn warn_unresolved(route: &Route, master: &str) {
     }
 }
 
-fn spawn_loop(
+/// Starts an accept loop on `listener` for `slot`, stopped by the token `slot.accepting` holds; its
+/// links end early only when `stop` is cancelled.
+fn start_loop(
     loops: &mut JoinSet<(String, u64)>,
-    slot: &Slot,
+    last_loop: &mut u64,
+    slot: &mut Slot,
     listener: TcpListener,
-    accepting: CancellationToken,
-    stop: CancellationToken,
-    n: u64,
+    stop: &CancellationToken,
 ) {
-    let route = Arc::clone(&slot.route);
+    let Some((addr, accepting)) = slot.accepting.clone() else { return };
+    *last_loop += 1;
+    let n = *last_loop;
+    slot.loops.insert(n);
     let config = slot.config.subscribe();
+    let route = Arc::clone(&slot.route);
+    tracing::info!(route = route.name(), master = %config.borrow().master, listen = %addr, "route accepting");
+    let stop = stop.clone();
     loops.spawn(async move {
         accept_loop(Arc::clone(&route), listener, config, accepting, stop).await;
         (route.name().to_string(), n)
