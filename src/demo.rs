@@ -174,6 +174,7 @@ pub fn run(server: Option<PathBuf>, every: u64, duration: Option<u64>, scenario:
                 ..Default::default()
             },
             forget_after: None,
+            introspect: Some(replscope::introspect::Introspection { user: None, password: None }),
         }],
     };
     let proxy = rt.block_on(Proxy::bind(config))?;

@@ -10,6 +10,7 @@
 //!
 //! - [`fault`]: fault injection decided from the link model (bandwidth, latency, stall, cut, limit);
 //! - [`proxy`]: the tokio driver, the only code that touches sockets and clocks;
+//! - [`introspect`]: sans-IO questions to the master (its settings, its replicas' output buffers) and their answers;
 //! - [`config`]: the configuration file of several routes, and the values flags and file share.
 //!
 //! `wire` and `link` touch no socket and read no clock.
@@ -19,6 +20,7 @@
 
 pub mod config;
 pub mod fault;
+pub mod introspect;
 pub mod label;
 pub mod link;
 pub mod observe;

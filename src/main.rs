@@ -145,6 +145,21 @@ struct ProxyArgs {
     /// A fault to install at start, e.g. "cut how=reset when=rdb-percent=50 times=1" (repeatable).
     #[arg(long = "fault", value_name = "SPEC", value_parser = parse_fault)]
     faults: Vec<replscope::fault::FaultSpec>,
+    /// Ask the master about itself over replscope's own connection (not the replicas'): its
+    /// client-output-buffer-limit, repl-backlog-size and repl-timeout (cited as read from the master,
+    /// before any --assume-*) and each replica connection's output buffer (omem). Implied by
+    /// --master-auth-user or a password.
+    #[arg(long, env = "REPLSCOPE_INTROSPECT", conflicts_with = "config")]
+    introspect: bool,
+    /// The ACL user replscope asks the master as; it needs +config|get +info +client|list (without
+    /// +config|get it falls back to --assume-* and the defaults). Its password is read from
+    /// REPLSCOPE_MASTER_AUTH_PASSWORD.
+    #[arg(long, env = "REPLSCOPE_MASTER_AUTH_USER", conflicts_with = "config")]
+    master_auth_user: Option<String>,
+    /// The password for --master-auth-user (or the default user's): only from the environment
+    /// variable, never on the command line, where every user of the host can read it.
+    #[arg(long, env = "REPLSCOPE_MASTER_AUTH_PASSWORD", hide_env_values = true, conflicts_with = "config")]
+    master_auth_password: Option<String>,
     /// The master's client-output-buffer-limit replica, e.g. "256mb 64mb 60": full syncs whose
     /// forecast exceeds it are flagged (replscope_sync_doomed).
     #[arg(long, env = "REPLSCOPE_ASSUME_OUTPUT_BUFFER_LIMIT", value_parser = values::output_buffer_limit, conflicts_with = "config")]
@@ -179,6 +194,18 @@ impl ProxyArgs {
                 (file.routes, file.http, file.log_format, file.enable_faults)
             }
             None => {
+                if std::env::args_os().any(|a| a.to_string_lossy().starts_with("--master-auth-password")) {
+                    anyhow::bail!(
+                        "--master-auth-password on the command line shows the password to every user of this host (ps): \
+                         set REPLSCOPE_MASTER_AUTH_PASSWORD instead"
+                    );
+                }
+                let introspect = replscope::introspect::Introspection::from_parts(
+                    self.introspect,
+                    self.master_auth_user.clone(),
+                    self.master_auth_password.clone(),
+                )
+                .map_err(anyhow::Error::msg)?;
                 let master = self.master.clone().unwrap_or_default();
                 let forget = self.forget_after.unwrap_or(config::DEFAULT_FORGET_AFTER);
                 let route = RouteConfig {
@@ -191,8 +218,10 @@ impl ProxyArgs {
                         repl_timeout: self.assume_repl_timeout,
                         output_buffer_limit: self.assume_output_buffer_limit,
                         backlog: self.assume_backlog,
+                        master: Default::default(),
                     },
                     forget_after: (!forget.is_zero()).then_some(forget),
+                    introspect,
                 };
                 (vec![route], None, None, None)
             }

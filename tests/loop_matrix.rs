@@ -16,6 +16,11 @@
 //! occur on master side"; Valkey: "Replication buffer limit reached, stopping buffering"), the stream piles
 //! up on the master — which on every version here lets the sync finish rather than kill it — and replscope
 //! names that (`replica_buffer_full` on the link, `replscope_replica_buffer_full_total`, one WARN).
+//!
+//! Introspection is on (`--introspect`): replscope reads the master's limit and each replica connection's
+//! output buffer (`omem`) itself, so every kill is settled `output_buffer_limit` at the close, on the
+//! master's own numbers — the limit cited with source `master` (above the `--assume-output-buffer-limit`
+//! also given), the last `omem` before the kill in the evidence, and close to what the master logged.
 
 mod support;
 
@@ -41,6 +46,8 @@ struct Outcome {
     master_kills: usize,
     replica_log: String,
     links: serde_json::Value,
+    /// `omem` in each of the master's kill lines.
+    killed_at_omem: Vec<u64>,
 }
 
 fn run(bin: &ServerBin, mode: SyncMode, replica_limit: bool) -> Outcome {
@@ -49,7 +56,9 @@ fn run(bin: &ServerBin, mode: SyncMode, replica_limit: bool) -> Outcome {
     master_args.extend(LIMIT);
     let master = Server::start(bin, &master_args);
     master.cmd(&["DEBUG", "POPULATE", "200000", "key", "300"]);
-    let proxy = ProxyProc::start(master.port, &support::proxy::LOOP_PROXY_ARGS);
+    let mut args = support::proxy::LOOP_PROXY_ARGS.to_vec();
+    args.push("--introspect");
+    let proxy = ProxyProc::start(master.port, &args);
     let load = Load::start(master.port, "w", 50, 1000, 100_000, Duration::from_millis(33));
     std::thread::sleep(Duration::from_secs(1));
     let port = proxy.listen_port.to_string();
@@ -83,7 +92,14 @@ fn run(bin: &ServerBin, mode: SyncMode, replica_limit: bool) -> Outcome {
         .into_iter()
         .filter_map(|(labels, v)| Some((labels.iter().find(|(k, _)| k == "cause")?.1.clone(), v)))
         .collect();
+    let master_log = master.log();
+    let killed_at_omem = master_log
+        .lines()
+        .filter(|l| l.contains("overcoming of output buffer limits"))
+        .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("omem="))?.parse().ok())
+        .collect();
     Outcome {
+        killed_at_omem,
         looped,
         synced,
         doomed_seen,
@@ -91,7 +107,7 @@ fn run(bin: &ServerBin, mode: SyncMode, replica_limit: bool) -> Outcome {
         logs: proxy.logs(),
         ep,
         failures,
-        master_kills: master.log().matches("overcoming of output buffer limits").count(),
+        master_kills: master_log.matches("overcoming of output buffer limits").count(),
         replica_log: replica.log(),
         links: serde_json::Value::Array(proxy.links()),
     }
@@ -133,12 +149,71 @@ fn the_classic_loop_on_every_version_and_sync_mode() {
                 if mode == SyncMode::Disk {
                     assert!(o.doomed_seen, "{ctx}: forecast doomed before the kills");
                 }
+                killed_on_the_masters_numbers(&ctx, &o);
             }
             eprintln!("{ctx}");
             table.push(ctx);
         }
     }
     eprintln!("\nthe classic loop, by version and sync mode:\n{}", table.join("\n"));
+}
+
+/// Every kill was settled `output_buffer_limit` when the link closed, on the master's own reading of the
+/// buffer at its limit, against the limit read from the master.
+fn killed_on_the_masters_numbers(ctx: &str, o: &Outcome) {
+    let killed: Vec<&serde_json::Value> = o
+        .links
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|l| l["kind"] == "replication" && l["diagnosis"]["cause"] == "output_buffer_limit")
+        .collect();
+    assert!(killed.len() >= 3, "{ctx}: {}", o.links);
+    let mut ours = Vec::new();
+    for l in &killed {
+        let d = &l["diagnosis"];
+        let e = &d["evidence"];
+        assert_eq!((&d["first"], &d["settled"]), (&d["cause"], &serde_json::json!(true)), "{ctx}: {d}");
+        let limit = e["settings"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["setting"] == "client-output-buffer-limit replica").cloned());
+        let limit = limit.unwrap_or_else(|| panic!("{ctx}: no limit cited: {e}"));
+        assert_eq!((&limit["source"], &limit["value"]), (&"master".into(), &"8mb 4mb 5".into()), "{ctx}: {limit}");
+        let b = &e["output_buffer"];
+        let omem = b["omem"].as_u64().unwrap_or(0);
+        assert!(omem > 0 && !b["reached"].is_null(), "{ctx}: the buffer at its limit: {b}");
+        // Read at most a round before the master dropped it (the proxy sees the close later, after what
+        // it still forwards at the 4 MiB/s of the fault).
+        assert!(b["seconds_before_gone"].as_f64().is_some_and(|s| s <= 1.2), "{ctx}: a fresh reading: {b}");
+        let text = l["explanation"].as_str().unwrap_or_default();
+        assert!(text.contains(" limit at the kill") || text.contains("soft limit for"), "{ctx}: {text}");
+        assert!(text.contains("read from the master") && text.contains("omem"), "{ctx}: {text}");
+        ours.push(format!(
+            "{omem} ({}, {:.2} s before)",
+            b["reached"].as_str().unwrap_or(""),
+            b["seconds_before_gone"].as_f64().unwrap_or(-1.0)
+        ));
+        // Settled at the close: the cause never waited for later facts.
+        let id = l["id"].as_u64();
+        let pending = o
+            .logs
+            .iter()
+            .any(|x| x["link"].as_u64() == id && x["message"].as_str().is_some_and(|m| m.contains("cause pending")));
+        assert!(!pending, "{ctx}: link {id:?} waited for its cause");
+    }
+    // Each reading within a tenth of a second of writes of what the master logged at the kill.
+    let logged = o.killed_at_omem.iter().copied().max().unwrap_or(0);
+    for l in &killed {
+        let omem = l["diagnosis"]["evidence"]["output_buffer"]["omem"].as_u64().unwrap_or(0);
+        assert!(
+            omem as f64 >= 0.9 * logged as f64 && omem <= logged + (64 << 10),
+            "{ctx}: {omem} vs the master's {logged}"
+        );
+    }
+    eprintln!(
+        "{ctx}: omem at each kill, replscope's last reading vs the master's log: {ours:?} vs {:?}",
+        o.killed_at_omem
+    );
 }
 
 /// Given the master's small limit, a two-channel replica's own buffer fills: it stops reading its main

@@ -15,6 +15,9 @@
 //! assume-repl-timeout = "60s"
 //! assume-backlog = "64mb"
 //! buffer = "1MiB"                  # and any default, overridden
+//! introspect = true                # ask the master for its settings and the replicas' output buffers,
+//! master-auth-user = "replscope"   # as this ACL user, whose password is in this environment variable
+//! master-auth-password-env = "REPLSCOPE_MAIN_PASSWORD"
 //! ```
 //!
 //! Keys are the flags' names. A mistake is reported as one line naming the file, the line and the key
@@ -28,6 +31,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::introspect::Introspection;
 use crate::link::settings::ServerSettings;
 use crate::proxy::RouteConfig;
 
@@ -95,6 +99,9 @@ struct RawRoute {
     assume_output_buffer_limit: Option<Spanned<String>>,
     assume_repl_timeout: Option<Spanned<String>>,
     assume_backlog: Option<Spanned<String>>,
+    introspect: Option<bool>,
+    master_auth_user: Option<Spanned<String>>,
+    master_auth_password_env: Option<Spanned<String>>,
 }
 
 /// Reads and checks a configuration file.
@@ -161,6 +168,28 @@ pub fn parse(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
         }
         let forget =
             file.optional(r.forget_after.as_ref(), "route.forget-after", values::forget_after)?.unwrap_or(forget_after);
+        let password = match &r.master_auth_password_env {
+            Some(var) => match std::env::var(var.get_ref()) {
+                Ok(p) if !p.is_empty() => Some(p),
+                _ => {
+                    return Err(file.at(
+                        var.span().start,
+                        "route.master-auth-password-env",
+                        format!("the environment variable {} is not set", var.get_ref()),
+                    ));
+                }
+            },
+            None => None,
+        };
+        let introspect = Introspection::from_parts(
+            r.introspect.unwrap_or(false),
+            r.master_auth_user.as_ref().map(|u| u.get_ref().clone()),
+            password,
+        )
+        .map_err(|e| {
+            let at = r.master_auth_user.as_ref().map_or(r.name.span().start, |u| u.span().start);
+            file.at(at, "route.master-auth-user", e)
+        })?;
         routes.push(RouteConfig {
             name: name.to_string(),
             master: file.check(&r.master, "route.master", values::master)?,
@@ -171,6 +200,7 @@ pub fn parse(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
                 None => max_links,
             },
             forget_after: (!forget.is_zero()).then_some(forget),
+            introspect,
             settings: ServerSettings {
                 output_buffer_limit: file.optional(
                     r.assume_output_buffer_limit.as_ref(),
@@ -183,6 +213,7 @@ pub fn parse(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
                     values::repl_timeout,
                 )?,
                 backlog: file.optional(r.assume_backlog.as_ref(), "route.assume-backlog", values::backlog)?,
+                master: Default::default(),
             },
         });
     }

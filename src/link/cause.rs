@@ -123,10 +123,13 @@ pub struct Evidence {
     pub error_code: Option<ErrorCode>,
     /// What the later facts said (came back after N s, asked for a full sync, …).
     pub later: Vec<String>,
-    /// The server settings the cause was judged against, each `assumed` (stated by the operator) or
-    /// `default`; every other number here was observed on the wire (the accumulated bytes are an
-    /// estimate from observed rates).
+    /// The server settings the cause was judged against, each read from the `master`, `assumed` (stated
+    /// by the operator) or the `default`; every other number here was observed on the wire or read from
+    /// the master (the accumulated bytes are an estimate from observed rates).
     pub settings: Vec<SettingUsed>,
+    /// The replica connection's output buffer on the master just before the close, as introspection
+    /// read it, when it did.
+    pub output_buffer: Option<crate::link::output_buffer::BufferAtClose>,
 }
 
 /// A link's diagnosis: the first answer, and the final one once later facts settled it.

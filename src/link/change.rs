@@ -122,6 +122,11 @@ pub enum Change {
         /// What it did.
         action: String,
     },
+    /// Asking the master about itself failed (introspection).
+    IntrospectionFailed {
+        /// Why.
+        failure: crate::introspect::Failure,
+    },
 }
 
 impl Change {
@@ -141,7 +146,7 @@ impl Change {
             | Change::Diagnosed { link, .. }
             | Change::Settled { link, .. }
             | Change::FaultActed { link, .. } => Some(*link),
-            Change::LoopChanged { .. } | Change::ReplicaForgotten { .. } => None,
+            Change::LoopChanged { .. } | Change::ReplicaForgotten { .. } | Change::IntrospectionFailed { .. } => None,
         }
     }
 }

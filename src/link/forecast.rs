@@ -5,6 +5,11 @@
 //! From FULLRESYNC on, every write on the master is kept for the replica until the RDB is delivered
 //! (PROTOCOL.md §7.1). So at the current rates the pile at the end is
 //! `write rate × (elapsed since FULLRESYNC + remaining RDB bytes ÷ transfer rate)`.
+//!
+//! When introspection reads the replica's buffer on the master (`omem`), the pile is no estimate: the
+//! forecast starts from the buffer as read and grows it at the rate the readings grew, which also holds
+//! when the master's write rate on the wire and its buffer's growth differ (block rounding, a second
+//! replica's writes, commands the stream does not carry).
 
 use crate::link::{Link, Phase};
 use crate::size::parse_size;
@@ -70,7 +75,6 @@ pub fn sync_buffer_forecast(
     if link.is_two_channel_main() || link.kind == crate::link::LinkKind::RdbChannel {
         return None;
     }
-    let write_rate = write_rate?;
     let granted = link.phase_at(Phase::WaitingBgsave)?;
     let elapsed = now.since(granted).as_secs_f64();
     let rdb = link.rdb.as_ref()?;
@@ -81,7 +85,31 @@ pub fn sync_buffer_forecast(
     let rate = link.rdb_rate(now).filter(|r| *r > 0.0)?;
     let remaining = size.saturating_sub(rdb.transferred) as f64 / rate;
     let total = elapsed + remaining;
-    Some(Forecast { bytes: write_rate * total, seconds: total, piled_now: write_rate * elapsed })
+    let observed = link.master_view.as_ref().and_then(|v| Some((v.projected(now)?, v.average_growth()?)));
+    if let Some((piled_now, growth)) = observed {
+        return Some(Forecast {
+            bytes: piled_now + growth * remaining,
+            seconds: total,
+            piled_now,
+            basis: Basis::MasterBuffer,
+        });
+    }
+    let write_rate = write_rate?;
+    Some(Forecast {
+        bytes: write_rate * total,
+        seconds: total,
+        piled_now: write_rate * elapsed,
+        basis: Basis::WriteRate,
+    })
+}
+
+/// What a forecast grew the pile from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Basis {
+    /// The master's write rate seen on the wire, since FULLRESYNC.
+    WriteRate,
+    /// The replica's buffer as the master reported it, at the growth its readings showed.
+    MasterBuffer,
 }
 
 /// What the forecast says.
@@ -93,6 +121,8 @@ pub struct Forecast {
     pub seconds: f64,
     /// Bytes piled up so far.
     pub piled_now: f64,
+    /// What it was grown from.
+    pub basis: Basis,
 }
 
 #[cfg(test)]
@@ -121,6 +151,16 @@ mod tests {
         assert!((f.bytes - 20e6).abs() < 1e4, "{f:?}");
         assert!((f.piled_now - 12e6).abs() < 1.0, "{f:?}");
         assert_eq!(sync_buffer_forecast(&l, None, None, at(12_000)), None, "no write rate yet");
+        // The master's readings of the buffer take over: 2 MB at 11 s, 4 MB at 12 s (2 MB/s, not the
+        // 1 MB/s the wire suggested), so 4 MB + 2 MB/s × the 8 s left.
+        let mut view = crate::link::output_buffer::MasterView::default();
+        for (ms, omem) in [(11_000, 2_000_000), (12_000, 4_000_000)] {
+            view.record(3, crate::link::output_buffer::BufferSample { at: at(ms), omem, obl: 0, oll: 1 }, 0);
+        }
+        l.master_view = Some(view);
+        let f = sync_buffer_forecast(&l, None, None, at(12_000)).expect("forecast from the master's readings");
+        assert_eq!(f.basis, Basis::MasterBuffer);
+        assert!((f.bytes - 20e6).abs() < 1e4 && (f.piled_now - 4e6).abs() < 1.0, "{f:?}");
     }
 
     #[test]

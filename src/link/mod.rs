@@ -15,6 +15,7 @@ mod facts;
 mod feed;
 pub mod forecast;
 pub mod history;
+pub mod output_buffer;
 mod reader;
 pub mod refusal;
 mod registry;
@@ -133,6 +134,11 @@ pub struct Link {
     pub partner: Option<LinkId>,
     /// Why the master could not be reached, when it could not.
     pub connect_error: Option<String>,
+    /// The address replscope dialled the master from: how the master names this connection
+    /// (`CLIENT LIST`'s `addr`).
+    pub outgoing_addr: Option<std::net::SocketAddr>,
+    /// What the master said about this connection (introspection): its output buffer, its state.
+    pub master_view: Option<output_buffer::MasterView>,
     /// The injected faults that acted on this link, and when (at most [`MAX_FAULT_TOUCHES`]).
     pub faults: Vec<FaultTouch>,
     /// Recent (time, RDB bytes) samples, for the transfer rate over the last second.
@@ -198,6 +204,8 @@ impl Link {
             close: None,
             partner: None,
             connect_error: None,
+            outgoing_addr: None,
+            master_view: None,
             faults: Vec::new(),
             rate_samples: VecDeque::new(),
             changes: Vec::new(),
@@ -476,6 +484,7 @@ impl Link {
                     self.emit(Change::Closed { link: self.id });
                 }
             }
+            TransportEvent::Dialled { local } => self.outgoing_addr = Some(local),
             TransportEvent::WriteBlocked { side, duration } => {
                 self.blocked[side.index()] += duration;
                 self.last_blocked[side.index()] = Some((now, duration));

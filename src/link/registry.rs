@@ -8,7 +8,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::introspect::{ConfigValues, MasterReport, Pace, ServerVersion};
 use crate::link::history::LoopKind;
+use crate::link::output_buffer::{BufferSample, MasterView, NEAR_HARD};
 use crate::link::settings::ServerSettings;
 use crate::link::write_rate::WriteRate;
 use crate::link::{Change, Decoded, FaultTouch, Link, LinkKind, PairKey, Phase, TransportEvent};
@@ -41,6 +43,21 @@ pub struct Links {
     master_valkey_8: Option<bool>,
     /// How long a replica with no open link is remembered.
     forget_after: Option<Duration>,
+    /// What the master last said about itself (introspection), if it was asked.
+    master: Option<MasterState>,
+}
+
+/// What the master last said about itself, route-wide.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MasterState {
+    /// When it last answered.
+    pub at: Timestamp,
+    /// Its settings, as last read (kept when a later `CONFIG GET` fails).
+    pub config: Option<ConfigValues>,
+    /// Its version.
+    pub version: Option<ServerVersion>,
+    /// Its `INFO replication`, as last read.
+    pub replication: Option<crate::introspect::ReplicationInfo>,
 }
 
 impl Links {
@@ -78,8 +95,96 @@ impl Links {
     }
 
     /// Changes the settings for links opened from now on; open links keep the ones they opened with.
+    /// What the master said of its own settings stays: it is no choice of the operator's.
     pub fn set_settings(&mut self, settings: ServerSettings) {
-        self.settings = settings;
+        self.settings = ServerSettings { master: self.settings.master, ..settings };
+    }
+
+    /// Takes what the master said about itself: its settings (for every link, open ones included: they
+    /// are facts about the master now, not a choice made when the link opened), and each replica
+    /// connection's output buffer, matched to its link by the address replscope dialled from.
+    pub fn on_master_report(&mut self, report: &MasterReport) {
+        let state = self.master.get_or_insert_with(MasterState::default);
+        state.at = report.at;
+        if report.config.is_some() {
+            state.config = report.config;
+        }
+        if report.version.is_some() {
+            state.version.clone_from(&report.version);
+        }
+        if report.replication.is_some() {
+            state.replication.clone_from(&report.replication);
+        }
+        let mut m = self.settings.master;
+        if let Some(c) = &state.config {
+            m.repl_timeout = c.repl_timeout;
+            m.output_buffer_limit = c.output_buffer_limit;
+            m.backlog = c.backlog;
+        }
+        // INFO shows the backlog even to a user that may not read the configuration.
+        if m.backlog.is_none() {
+            m.backlog = state.replication.as_ref().and_then(|r| r.backlog);
+        }
+        m.raises_hard_limit_to_backlog = state.version.as_ref().is_some_and(|v| v.raises_hard_limit_to_backlog());
+        self.settings.master = m;
+        let replicas = state.replication.as_ref().map(|r| r.replicas.as_slice()).unwrap_or_default();
+        for link in self.links.values_mut().filter(|l| l.close.is_none()) {
+            link.settings.master = m;
+            let Some(addr) = link.outgoing_addr else { continue };
+            let Some(clients) = &report.clients else { continue };
+            let Some(client) = clients.iter().find(|c| c.addr == addr) else {
+                if let Some(v) = link.master_view.as_mut() {
+                    v.missing(report.at);
+                }
+                continue;
+            };
+            let soft = link.settings.output_buffer_limit().0.soft;
+            let view = link.master_view.get_or_insert_with(MasterView::default);
+            let sample = BufferSample { at: report.at, omem: client.omem, obl: client.obl, oll: client.oll };
+            view.record(client.id, sample, soft);
+            // INFO names a replica by its announced address (else the connection's) and listening port.
+            if let Some(port) = link.handshake.listening_port {
+                let ip = link.handshake.ip_address.clone().unwrap_or_else(|| addr.ip().to_string());
+                if let Some(line) = replicas.iter().find(|r| r.port == port && r.ip == ip) {
+                    view.state = Some(line.state.clone());
+                }
+            }
+        }
+    }
+
+    /// Asking the master about itself failed.
+    pub fn on_introspection_failed(&mut self, failure: crate::introspect::Failure) {
+        self.changes.push(Change::IntrospectionFailed { failure });
+    }
+
+    /// What the master last said about itself, if it was asked.
+    pub fn master(&self) -> Option<&MasterState> {
+        self.master.as_ref()
+    }
+
+    /// How often the master should be asked now: often while a replica's output buffer nears its limit,
+    /// every second while a full sync or a lag is under way, rarely otherwise.
+    pub fn introspection_pace(&self, now: Timestamp) -> Pace {
+        let mut pace = Pace::Idle;
+        for link in self.links.values().filter(|l| l.close.is_none()) {
+            let (limit, _) = link.settings.output_buffer_limit();
+            if let Some(v) = &link.master_view {
+                let near = (limit.hard > 0
+                    && v.projected(now).is_some_and(|p| p >= 0.6 * NEAR_HARD * limit.hard as f64))
+                    || v.over_soft_since.is_some();
+                if near && v.last.is_some_and(|l| l.omem > 0) {
+                    return Pace::Close;
+                }
+            }
+            let syncing = matches!(link.phase(), Phase::WaitingBgsave | Phase::RdbTransfer | Phase::Loading);
+            let lagging = link.phase() == Phase::Streaming
+                && link.stream.lag().is_some_and(|l| l > 0)
+                && link.stream.last_ack.is_some_and(|a| now.since(a.at) > Duration::from_secs(1));
+            if syncing || lagging {
+                pace = Pace::Busy;
+            }
+        }
+        pace
     }
 
     /// What changed since the last call, oldest first.
@@ -371,7 +476,7 @@ impl Links {
         // A link past its transfer (or whose RDB came on another channel) will learn no more.
         let past_rdb = !matches!(link.phase(), Phase::Handshake | Phase::WaitingBgsave | Phase::RdbTransfer);
         let Some(refusal) = link.psync_refusal.as_mut() else { return };
-        refusal.backlog_final = link.settings.backlog.is_some() || own.is_some() || past_rdb;
+        refusal.backlog_final = link.settings.known_backlog().is_some() || own.is_some() || past_rdb;
     }
 
     /// Feeds a socket event to a link. Unknown ids are ignored.

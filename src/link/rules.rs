@@ -43,7 +43,7 @@ pub struct Context {
 }
 
 /// Everything the rules look at, computed once when a link is diagnosed.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct CloseFacts<'a> {
     /// The link.
     pub link: &'a Link,
@@ -84,6 +84,9 @@ pub struct CloseFacts<'a> {
     /// completed within [`BACKED_UP_WITHIN`] of it (forwarded whole, the replica may not have read it):
     /// its size.
     pub large_command: Option<u64>,
+    /// The output buffer on the master at the close, as introspection read it (against the limit the
+    /// master applies).
+    pub buffer: Option<crate::link::output_buffer::BufferAtClose>,
 }
 
 fn secs(d: Duration) -> f64 {
@@ -125,6 +128,10 @@ impl<'a> CloseFacts<'a> {
             cut_by_fault: link.faults.iter().any(|f| f.kind.closes_link()),
             checksum_mismatch: matches!(link.rdb.as_ref().and_then(|r| r.trailer), Some(TrailerCheck::Mismatch { .. })),
             large_command: large_command(link, now),
+            buffer: link.master_view.as_ref().and_then(|v| {
+                let (limit, used) = ctx.settings.output_buffer_limit();
+                v.at_close(now, limit, used.in_effect.as_deref().unwrap_or(&used.value))
+            }),
         })
     }
 
@@ -136,8 +143,17 @@ impl<'a> CloseFacts<'a> {
         self.close.how == CloseHow::Reset
     }
 
-    /// Whether the replica's output buffer on the master was full, as far as the wire can tell.
+    /// Whether the replica's output buffer on the master was full: as the master's own readings show it
+    /// (at its limit, or clearly far from it, just before the close), else as far as the wire can tell.
     pub fn buffer_full(&self) -> bool {
+        if let Some(b) = &self.buffer {
+            if b.reached.is_some() {
+                return true;
+            }
+            if b.far_below {
+                return false;
+            }
+        }
         match self.close.phase {
             // Before the RDB is through, every write since FULLRESYNC waits in the replica's buffer.
             Phase::WaitingBgsave | Phase::RdbTransfer => self.writing,
@@ -187,7 +203,7 @@ fn nothing(_: &CloseFacts<'_>, _: &mut Evidence) {}
 /// The default repl-timeout is not evidence: a timeout that fired proves the setting was shorter than
 /// the silence, whatever the default says.
 fn stated_repl_timeout(f: &CloseFacts<'_>, e: &mut Evidence) {
-    if f.ctx.settings.repl_timeout.is_some() {
+    if f.ctx.settings.known_repl_timeout().is_some() {
         e.settings.push(f.ctx.settings.repl_timeout().1);
     }
 }
@@ -385,6 +401,7 @@ fn evidence(f: &CloseFacts<'_>) -> Evidence {
         error_code: None,
         later: Vec::new(),
         settings: Vec::new(),
+        output_buffer: f.buffer.clone(),
     }
 }
 
@@ -398,7 +415,12 @@ pub fn classify(link: &Link, ctx: Context) -> Option<Diagnosis> {
     let rule = RULES.iter().find(|r| (r.when)(&facts))?;
     let mut evidence = evidence(&facts);
     (rule.cites)(&facts, &mut evidence);
-    Some(Diagnosis::new(rule.cause, rule.settles, evidence))
+    // The master's own reading of the buffer at its limit proves the kill: nothing later can add to it.
+    let settles = match facts.buffer.as_ref().and_then(|b| b.reached) {
+        Some(_) if rule.cause == Cause::OutputBufferLimit => Settlement::AtOnce,
+        _ => rule.settles,
+    };
+    Some(Diagnosis::new(rule.cause, settles, evidence))
 }
 
 #[cfg(test)]

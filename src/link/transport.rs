@@ -69,6 +69,11 @@ pub enum TransportEvent {
         /// How.
         how: CloseHow,
     },
+    /// The master's connection is up, dialled from `local`.
+    Dialled {
+        /// The local end of the master's socket.
+        local: std::net::SocketAddr,
+    },
     /// Forwarding toward `side` waited this long because `side` was not reading.
     WriteBlocked {
         /// The side that was not reading.

@@ -3,6 +3,7 @@
 
 use crate::link::cause::{Cause, Diagnosis, Evidence};
 use crate::link::history::ReplicaHistory;
+use crate::link::output_buffer::{BufferAtClose, LimitReached};
 use crate::link::settings::{ServerSettings, SettingUsed};
 use crate::link::{ClosedBy, Link, Phase, PsyncRefusal, RefusalReason, ReplicaBufferFull, SyncAnswer};
 use crate::observe::words::{human_bytes, short};
@@ -38,7 +39,8 @@ fn suggest_mb(bytes: f64) -> u64 {
 }
 
 /// The explanation of a diagnosed link; `record` is the replica's history (for a loop). The server
-/// settings it names are those of the evidence, each said to be assumed or the default.
+/// settings it names are those of the evidence, each said to be read from the master, assumed or the
+/// default.
 pub fn explain(link: &Link, d: &Diagnosis, record: Option<&ReplicaHistory>) -> String {
     let e = &d.evidence;
     let by = match e.closed_by {
@@ -47,11 +49,20 @@ pub fn explain(link: &Link, d: &Diagnosis, record: Option<&ReplicaHistory>) -> S
         ClosedBy::Proxy => "replscope",
     };
     let mut text = match d.cause {
-        Cause::OutputBufferLimit if e.phase == Phase::Streaming => format!(
-            "{by} closed the link while streaming toward the replica was backed up (forwarding waited {:.1} s on the replica): \
-             the replica's output buffer on the master overflowed; raise client-output-buffer-limit replica, or find why the replica reads slowly",
-            e.blocked_replica_seconds
-        ),
+        Cause::OutputBufferLimit if e.phase == Phase::Streaming => {
+            match e.output_buffer.as_ref().filter(|b| b.reached.is_some()) {
+                Some(b) => format!(
+                    "{by} closed the link while streaming: {}; the replica's output buffer on the master overflowed; raise \
+                 client-output-buffer-limit replica, or find why the replica reads slowly",
+                    buffer_words(b)
+                ),
+                None => format!(
+                    "{by} closed the link while streaming toward the replica was backed up (forwarding waited {:.1} s on the replica): \
+                 the replica's output buffer on the master overflowed; raise client-output-buffer-limit replica, or find why the replica reads slowly",
+                    e.blocked_replica_seconds
+                ),
+            }
+        }
         Cause::OutputBufferLimit => output_buffer(link, d),
         Cause::MasterTimeout => format!(
             "{by} closed the link after the replica had sent nothing (no ACK, no keepalive) for {:.1} s: the master's repl-timeout ran out, \
@@ -280,12 +291,37 @@ fn backlog_gap(r: &PsyncRefusal, gap: i64) -> String {
 }
 
 /// The classic case: the master killed a full sync because writes piled up past the replica's limit.
+/// `omem 8.4 MB of the 8mb hard limit at the kill (…)`: the master's own reading of the replica's buffer.
+pub fn buffer_words(b: &BufferAtClose) -> String {
+    let mut limit = b.limit.split_whitespace();
+    let (hard, soft, secs) = (limit.next().unwrap_or("?"), limit.next().unwrap_or("?"), limit.next().unwrap_or("?"));
+    let when = match b.seconds_before_gone {
+        Some(s) => format!("{s:.1} s before the master dropped the connection"),
+        None => format!("{:.1} s before the close reached replscope", b.seconds_before_close),
+    };
+    let read = format!("read from the master {when}; obl {}, oll {}", b.obl, b.oll);
+    match b.reached {
+        Some(LimitReached::Hard) => {
+            format!("omem {} of the {hard} hard limit at the kill ({read})", mb(b.omem as f64))
+        }
+        Some(LimitReached::Soft) => format!(
+            "omem {} above the {soft} soft limit for {:.0} s of the {secs} s it allows ({read})",
+            mb(b.omem as f64),
+            b.seconds_over_soft.unwrap_or(0.0)
+        ),
+        None => format!("omem {} against the limit {} ({read})", mb(b.omem as f64), b.limit),
+    }
+}
+
 fn output_buffer(link: &Link, d: &Diagnosis) -> String {
     let e = &d.evidence;
     let limit = setting(e, "client-output-buffer-limit replica")
         .cloned()
         .unwrap_or_else(|| ServerSettings::default().output_buffer_limit().1);
-    let which = format!("the {}", limit.source.as_str());
+    let which = match limit.source {
+        crate::link::settings::Source::Master => "the master's".to_string(),
+        other => format!("the {}", other.as_str()),
+    };
     let phase_words = match e.phase {
         Phase::WaitingBgsave => "while the master prepared the RDB".to_string(),
         Phase::Loading => "while the replica loaded the RDB".to_string(),
@@ -297,6 +333,37 @@ fn output_buffer(link: &Link, d: &Diagnosis) -> String {
             human_bytes(e.rdb_rate.unwrap_or(0.0))
         ),
     };
+    if let Some(b) = e.output_buffer.as_ref().filter(|b| b.reached.is_some()) {
+        let mut s = format!(
+            "the master closed the link {phase_words}: {}; the replica's output buffer outgrew {which} client-output-buffer-limit replica {}{}",
+            buffer_words(b),
+            limit.value,
+            limit
+                .in_effect
+                .as_ref()
+                .map_or(String::new(), |v| format!(" ({v} in effect: the hard limit is raised to repl-backlog-size)"))
+        );
+        // What the whole transfer would have needed, at the growth the master's readings showed.
+        let left = match (e.rdb_size, e.rdb_rate) {
+            (Some(size), Some(r)) if r > 0.0 => Some(size.saturating_sub(e.rdb_bytes.unwrap_or(0)) as f64 / r),
+            _ => None,
+        };
+        match (left, b.growth_bytes_per_second.or(e.write_rate)) {
+            (Some(left), Some(growth)) if growth > 0.0 => {
+                let needed = b.projected_omem as f64 + growth * left;
+                let hard = suggest_mb(needed * 2.0);
+                s.push_str(&format!(
+                    "; it grew {}/s, and the {left:.0} s of transfer left would have taken it to about {}: raise the replica limit to \
+                     at least {hard}mb/{}mb, or make the transfer faster",
+                    mb(growth),
+                    mb(needed),
+                    (hard / 2).max(1)
+                ));
+            }
+            _ => s.push_str("; raise the replica limit, or make the transfer faster"),
+        }
+        return s;
+    }
     let (Some(rate), Some(piled)) = (e.write_rate, e.accumulated_bytes) else {
         return format!(
             "the master closed the link {phase_words}, while writes were piling up for this replica (the write rate is not known yet): \

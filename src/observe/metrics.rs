@@ -265,8 +265,8 @@ const SYNC_BUFFER_FORECAST: Gauge<2> = Gauge::new(
 );
 const SYNC_DOOMED: Gauge<2> = Gauge::new(
     "replscope_sync_doomed",
-    "1 while the forecast exceeds the assumed client-output-buffer-limit replica (--assume-output-buffer-limit); \
-     absent on a route with no stated limit.",
+    "1 while the forecast exceeds the client-output-buffer-limit replica read from the master (introspection), \
+     else the one assumed (--assume-output-buffer-limit); absent on a route with neither.",
     ["route", "replica"],
 );
 const WRITE_RATE: Gauge<1> = Gauge::new(
@@ -279,6 +279,25 @@ const RECENT_DISCONNECTS: Gauge<3> = Gauge::new(
     "The replica's links that ended in the last 30 minutes, by settled cause (exact from the first one, \
      unlike increase() over a counter series that appears with its first event).",
     ["route", "replica", "cause"],
+);
+const REPLICA_OUTPUT_BUFFER: Gauge<2> = Gauge::new(
+    "replscope_replica_output_buffer_bytes",
+    "The replica connection's output buffer on the master (CLIENT LIST omem), as introspection last read it; \
+     0 while the replica has no open link. Absent without introspection.",
+    ["route", "replica"],
+);
+const MASTER_SETTING: Gauge<2> = Gauge::new(
+    "replscope_master_setting",
+    "A setting as the master reports it (introspection, CONFIG GET): sizes in bytes, times in seconds, yes/no as 1/0. \
+     setting: client-output-buffer-limit-replica-hard, -soft, -soft-seconds (the hard limit as the master applies it), \
+     repl-backlog-size, repl-timeout, repl-diskless-sync, repl-diskless-sync-delay, repl-diskless-sync-max-replicas.",
+    ["route", "setting"],
+);
+const INTROSPECTION_ERRORS: Counter<2> = Counter::new(
+    "replscope_introspection_errors_total",
+    "Failures asking the master about itself, by reason: connect, auth, forbidden (an ACL refused a command), \
+     reply (an error or a malformed answer), io (no answer in time, or the connection broke).",
+    ["route", "reason"],
 );
 const FAULTS_ACTIVE: Gauge<2> =
     Gauge::new("replscope_faults_active", "Injected faults in force, by kind.", ["route", "kind"]);
@@ -340,6 +359,9 @@ pub const DECLARED: &[&str] = &[
     WRITE_RATE.name(),
     FAULTS_ACTIVE.name(),
     RECENT_DISCONNECTS.name(),
+    REPLICA_OUTPUT_BUFFER.name(),
+    MASTER_SETTING.name(),
+    INTROSPECTION_ERRORS.name(),
     ROUTES.name(),
     RELOADS.name(),
     RELOAD_OK.name(),
@@ -390,7 +412,7 @@ impl Metrics {
             REPLICA_BUFFER_FULL, DESYNCS, FULL_SYNC_FAILURES, DISCONNECTS, FAULT_ACTIONS, BGSAVE_WAIT, RDB_TRANSFER,
             REPLICA_LOAD, FULL_SYNC, LINKS, LINK_PHASE, RDB_SIZE, RDB_TRANSFERRED, RDB_RATE, MASTER_OFFSET,
             ACK_OFFSET, LAG, ACK_AGE, REPLICATION_LOOP, SYNC_BUFFER_FORECAST, SYNC_DOOMED, WRITE_RATE,
-            RECENT_DISCONNECTS, FAULTS_ACTIVE,
+            RECENT_DISCONNECTS, FAULTS_ACTIVE, REPLICA_OUTPUT_BUFFER, MASTER_SETTING, INTROSPECTION_ERRORS,
         );
         Metrics { route: route.into(), series, held: HashMap::new(), replicas: HashMap::new() }
     }
@@ -455,6 +477,7 @@ impl Metrics {
                 }
             }
             Change::Desync { direction, .. } => self.count(&DESYNCS, [route, direction.as_str()], 1),
+            Change::IntrospectionFailed { failure } => self.count(&INTROSPECTION_ERRORS, [route, failure.as_str()], 1),
             Change::ReplicaBufferFull { .. } => {
                 if let Some(l) = link {
                     self.count(&REPLICA_BUFFER_FULL, [route, &endpoint(l)], 1);
@@ -601,7 +624,7 @@ impl Metrics {
                 live.and_then(|l| crate::link::forecast::sync_buffer_forecast(l, write_rate, g.last_complete_rdb, now));
             self.set(&SYNC_BUFFER_FORECAST, labels, f.map_or(0.0, |f| f.bytes));
             // The limit stated when the live link opened; without one, the route's for new links.
-            let stated = live.map_or_else(|| links.settings(), |l| l.settings).output_buffer_limit;
+            let stated = live.map_or_else(|| links.settings(), |l| l.settings).known_output_buffer_limit();
             if let Some(lim) = stated {
                 let doomed = f.is_some_and(|f| lim.exceeded_by(f.bytes, f.seconds));
                 self.set(&SYNC_DOOMED, labels, if doomed { 1.0 } else { 0.0 });
@@ -612,7 +635,13 @@ impl Metrics {
                     self.set(&LINK_PHASE, [route, replica, phase.as_str()], v);
                 }
             }
+            // The buffer as the master last reported it; nothing queued once the link is gone.
+            let buffer = match live {
+                Some(l) => l.master_view.as_ref().and_then(|v| v.last).map(|s| s.omem as f64),
+                None => links.master().map(|_| 0.0),
+            };
             let values = [
+                (&REPLICA_OUTPUT_BUFFER, buffer),
                 (&RDB_SIZE, g.rdb_size.map(|v| v as f64)),
                 (&RDB_TRANSFERRED, g.rdb_transferred.map(|v| v as f64)),
                 (&RDB_RATE, g.rdb_rate),
@@ -647,6 +676,25 @@ impl Metrics {
         }
         if let Some(rate) = write_rate {
             self.set(&WRITE_RATE, [route], rate);
+        }
+        if let Some(c) = links.master().and_then(|m| m.config) {
+            let applied = links.settings().known_output_buffer_limit().filter(|_| c.output_buffer_limit.is_some());
+            let yes = |b: bool| if b { 1.0 } else { 0.0 };
+            let settings = [
+                ("client-output-buffer-limit-replica-hard", applied.map(|l| l.hard as f64)),
+                ("client-output-buffer-limit-replica-soft", applied.map(|l| l.soft as f64)),
+                ("client-output-buffer-limit-replica-soft-seconds", applied.map(|l| l.soft_seconds as f64)),
+                ("repl-backlog-size", c.backlog.map(|v| v as f64)),
+                ("repl-timeout", c.repl_timeout.map(|t| t.as_secs_f64())),
+                ("repl-diskless-sync", c.diskless_sync.map(yes)),
+                ("repl-diskless-sync-delay", c.diskless_sync_delay.map(|v| v as f64)),
+                ("repl-diskless-sync-max-replicas", c.diskless_sync_max_replicas.map(|v| v as f64)),
+            ];
+            for (setting, value) in settings {
+                if let Some(v) = value {
+                    self.set(&MASTER_SETTING, [route, setting], v);
+                }
+            }
         }
         for kind in FaultType::ALL {
             let n = faults.get(kind).copied().unwrap_or(0);

@@ -35,7 +35,7 @@ pub fn tune(stream: &TcpStream) {
 }
 
 /// Dials the master, resolving its name anew each time (masters move).
-async fn dial(master: &str) -> std::io::Result<TcpStream> {
+pub async fn dial(master: &str) -> std::io::Result<TcpStream> {
     let mut last = std::io::Error::new(ErrorKind::NotFound, format!("{master} resolved to no address"));
     for addr in tokio::net::lookup_host(master).await? {
         match TcpStream::connect(addr).await {
@@ -82,6 +82,10 @@ pub async fn serve(
         }
     };
     tune(&master_stream);
+    if let Ok(local) = master_stream.local_addr() {
+        // How the master names this connection (CLIENT LIST's addr), for introspection to match.
+        route.on_transport(id, TransportEvent::Dialled { local });
+    }
     let (replica_rd, replica_wr) = replica.into_split();
     let (master_rd, master_wr) = master_stream.into_split();
     let ends = Ends {

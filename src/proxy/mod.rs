@@ -5,6 +5,7 @@
 
 pub mod conn;
 pub mod http;
+pub mod introspect;
 pub mod route;
 pub mod shared;
 pub mod table;
@@ -44,6 +45,8 @@ pub struct RouteConfig {
     pub settings: crate::link::settings::ServerSettings,
     /// How long a replica with no open link keeps its record and series (`None`: for ever).
     pub forget_after: Option<Duration>,
+    /// Whether and how replscope asks the master about itself (`None`: it does not).
+    pub introspect: Option<crate::introspect::Introspection>,
 }
 
 /// What a proxy needs to run. Its `Debug` leaves the admin token out.
@@ -170,6 +173,22 @@ struct Slot {
     pending: Option<TcpListener>,
     /// Accept loops still running (one, or two just after its address changed), by number.
     loops: HashSet<u64>,
+    /// Stops the route's introspection, when it runs.
+    introspection: Option<CancellationToken>,
+}
+
+impl Slot {
+    /// Starts (or restarts, after a change) asking the master about itself, if the route says to.
+    fn introspect(&mut self, stop: &CancellationToken) {
+        if let Some(old) = self.introspection.take() {
+            old.cancel();
+        }
+        let config = self.config.borrow().clone();
+        let Some(how) = config.introspect.clone() else { return };
+        let token = stop.child_token();
+        self.introspection = Some(token.clone());
+        tokio::spawn(introspect::run(Arc::clone(&self.route), config.master.clone(), how, token));
+    }
 }
 
 /// A bound proxy, ready to run.
@@ -245,6 +264,7 @@ impl Proxy {
                 accepting: Some((addr, stop.child_token())),
                 pending: Some(listener),
                 loops: HashSet::new(),
+                introspection: None,
             });
         }
         for spec in &config.faults {
@@ -310,6 +330,7 @@ impl Proxy {
             let master = slot.config.borrow().master.clone();
             warn_unresolved(&slot.route, &master).await;
             start_loop(&mut loops, &mut self.last_loop, slot, listener, &stop);
+            slot.introspect(&stop);
         }
         let listens: Vec<String> =
             self.slots.iter().filter_map(|s| s.accepting.as_ref().map(|(a, _)| a.clone())).collect();
@@ -364,7 +385,10 @@ impl Proxy {
         let Some(i) = self.slots.iter().position(|s| s.route.name() == name) else { return };
         self.slots[i].loops.remove(&n);
         if self.slots[i].accepting.is_none() && self.slots[i].loops.is_empty() {
-            self.slots.remove(i);
+            let slot = self.slots.remove(i);
+            if let Some(t) = slot.introspection {
+                t.cancel();
+            }
             tracing::info!(route = name, "route drained: its last link has ended");
             self.publish();
         }
@@ -411,6 +435,7 @@ impl Proxy {
                         accepting: None,
                         pending: None,
                         loops: HashSet::new(),
+                        introspection: None,
                     });
                     report.added.push(r.name.clone());
                     self.slots.len() - 1
@@ -427,6 +452,11 @@ impl Proxy {
                 slot.route.set_settings(r.settings);
                 slot.route.set_forget_after(r.forget_after);
                 slot.config.send_replace(Arc::new(r.clone()));
+                if was.master != r.master || was.introspect != r.introspect || slot.introspection.is_none() {
+                    slot.introspect(&self.stop);
+                }
+            } else {
+                slot.introspect(&self.stop);
             }
             if let Some((listener, addr)) = listener {
                 if let Some((_, old)) = slot.accepting.take() {

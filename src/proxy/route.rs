@@ -183,6 +183,39 @@ impl Route {
         self.diagnose(&mut inner, now);
     }
 
+    /// Takes what the master said about itself (introspection).
+    pub fn on_master_report(&self, report: &crate::introspect::MasterReport) {
+        let now = self.now();
+        let mut inner = self.lock();
+        inner.links.on_master_report(report);
+        publish(&mut inner, now);
+    }
+
+    /// Asking the master about itself failed.
+    pub fn introspection_failed(&self, failure: crate::introspect::Failure) {
+        let now = self.now();
+        let mut inner = self.lock();
+        inner.links.on_introspection_failed(failure);
+        publish(&mut inner, now);
+    }
+
+    /// The settings new links are judged against, with where each came from, for logs.
+    pub fn settings_in_force(&self) -> String {
+        let s = self.lock().links.settings();
+        let valkey_8 = false;
+        [s.output_buffer_limit().1, s.backlog(valkey_8).1, s.repl_timeout().1]
+            .iter()
+            .map(|u| u.describe())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// How often the master should be asked about itself now.
+    pub fn introspection_pace(&self) -> crate::introspect::Pace {
+        let now = self.now();
+        self.lock().links.introspection_pace(now)
+    }
+
     /// Settles diagnoses whose time has come (the proxy calls this every second).
     pub fn tick(&self) {
         let now = self.now();

@@ -49,9 +49,15 @@ impl ProxyProc {
 
     /// Starts `replscope proxy` with JSON logs and `args`; waits until it is ready.
     pub fn start_args(args: &[&str]) -> ProxyProc {
+        Self::start_args_env(args, &[])
+    }
+
+    /// The same, with these environment variables set.
+    pub fn start_args_env(args: &[&str], env: &[(&str, &str)]) -> ProxyProc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_replscope"))
             .args(["proxy", "--log-format", "json"])
             .args(args)
+            .envs(env.iter().copied())
             .env_remove("REPLSCOPE_ADMIN_TOKEN")
             .env_remove("REPLSCOPE_ENABLE_FAULTS")
             .env("REPLSCOPE_LOG", "info")
