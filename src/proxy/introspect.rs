@@ -28,6 +28,9 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest pause between two attempts to connect.
 const RETRY_AT_MOST: Duration = Duration::from_secs(10);
 
+/// How long a master that forbade `CONFIG GET` is not asked it again (an operator may grant it).
+const CONFIG_RETRY: Duration = Duration::from_secs(60);
+
 /// The most a round of answers may hold (CLIENT LIST of thousands of replicas is well below it).
 const ANSWER_AT_MOST: usize = 16 << 20;
 
@@ -109,6 +112,7 @@ async fn session(route: &Route, master: &str, how: &Introspection, said: &mut Sa
         return e;
     }
     let mut config = true;
+    let mut forbidden_at: Option<Instant> = None;
     let mut poll = Poll { server: true, ..Poll::full(config) };
     let mut last_full = Instant::now();
     loop {
@@ -127,6 +131,7 @@ async fn session(route: &Route, master: &str, how: &Introspection, said: &mut Sa
             route.introspection_failed(p.failure);
             if p.question == Question::Config && p.failure == Failure::Forbidden {
                 config = false;
+                forbidden_at = Some(Instant::now());
             }
             if said.problems.insert((Some(p.question), p.failure)) {
                 warn_problem(route, how, p);
@@ -154,6 +159,7 @@ async fn session(route: &Route, master: &str, how: &Introspection, said: &mut Sa
             tokio::time::sleep(crate::introspect::CLOSE).await;
             let pace = route.introspection_pace();
             if asked_at.elapsed() >= pace.interval() {
+                config |= forbidden_at.is_some_and(|t| t.elapsed() >= CONFIG_RETRY);
                 let full = pace != Pace::Close || last_full.elapsed() >= crate::introspect::BUSY;
                 poll = if full { Poll::full(config) } else { Poll::clients_only() };
                 break;
