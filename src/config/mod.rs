@@ -336,7 +336,34 @@ forget-after = "0"
         assert_eq!(names, ["sessions", "cache"]);
         assert_eq!(c.log_format.as_deref(), Some("json"));
         assert!(c.routes[0].settings.output_buffer_limit.is_some() && c.routes[0].settings.backlog.is_some());
+        assert!(c.routes[0].introspect.is_some());
         assert_eq!(c.routes[1].buffer, 1 << 20);
+    }
+
+    #[test]
+    fn introspection_per_route_with_its_password_from_the_environment() {
+        let route =
+            |extra: &str| format!("[[route]]\nname = \"a\"\nmaster = \"h:1\"\nlisten = \"127.0.0.1:6380\"\n{extra}");
+        let c = check(&route("introspect = true\n")).expect("valid");
+        let on = c.routes[0].introspect.clone().expect("on");
+        assert_eq!((on.user, on.password), (None, None));
+        assert!(check(&route("")).expect("valid").routes[0].introspect.is_none());
+        // PATH is set in every environment; its value stands in for a password, and never shows.
+        let path = std::env::var("PATH").expect("PATH");
+        let c = check(&route("master-auth-user = \"intro\"\nmaster-auth-password-env = \"PATH\"\n")).expect("valid");
+        let auth = c.routes[0].introspect.clone().expect("on");
+        assert_eq!(auth.user.as_deref(), Some("intro"));
+        assert!(!format!("{c:?}").contains(&path));
+        let unset = "master-auth-user = \"intro\"\nmaster-auth-password-env = \"REPLSCOPE_TEST_UNSET_PASSWORD\"\n";
+        assert_eq!(
+            check(&route(unset)).map(|_| ()),
+            Err("r.toml, line 6: route.master-auth-password-env: the environment variable REPLSCOPE_TEST_UNSET_PASSWORD is not set".into())
+        );
+        let no_password = check(&route("master-auth-user = \"intro\"\n")).map(|_| ());
+        assert!(
+            no_password
+                .is_err_and(|e| e.starts_with("r.toml, line 5: route.master-auth-user: a master-auth-user needs"))
+        );
     }
 
     #[test]
