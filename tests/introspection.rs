@@ -12,7 +12,7 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::load::Load;
 use support::proxy::ProxyProc;
@@ -25,17 +25,6 @@ fn start_proxy(master_port: u16, args: &[&str], password: &str) -> ProxyProc {
     let mut all = vec!["--master", &master, "--name", "main", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"];
     all.extend(args);
     ProxyProc::start_args_env(&all, &[("REPLSCOPE_MASTER_AUTH_PASSWORD", password)])
-}
-
-fn wait<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// The password appears in none of what replscope shows.
@@ -79,7 +68,7 @@ fn an_acl_user_without_config_is_still_asked_the_rest_on_every_version() {
         master.wait_replica_online();
         let ep = format!("127.0.0.1:{}", replica.port);
         // The replica's connection is read (CLIENT LIST is allowed), and matched to its link.
-        let readings = wait("a reading of the replica's buffer", 30, || {
+        let readings = master.wait_for("a reading of the replica's buffer", 30, || {
             let links = proxy.links();
             let l = links.iter().find(|l| l["kind"] == "replication" && l["close"].is_null())?.clone();
             (l["master_view"]["readings"].as_u64()? >= 1).then_some(l)
@@ -94,7 +83,7 @@ fn an_acl_user_without_config_is_still_asked_the_rest_on_every_version() {
         );
         assert!(m.all("replscope_master_setting").is_empty(), "{ctx}: nothing was read with CONFIG GET");
         // Judged against what was assumed, and the backlog INFO showed.
-        let text = wait("the introspection's first line", 10, || {
+        let text = master.wait_for("the introspection's first line", 10, || {
             proxy.logs().iter().find_map(|l| {
                 l["message"].as_str().filter(|m| m.starts_with("introspection: asking the master")).map(str::to_string)
             })
@@ -119,7 +108,7 @@ fn a_wrong_password_is_counted_and_said_once_without_the_password() {
     let master = Server::start(&bin, &[]);
     master.cmd(&["ACL", "SETUSER", "intro", "on", ">another-password", "+@all"]);
     let proxy = start_proxy(master.port, &["--master-auth-user", "intro"], PASSWORD);
-    wait("three refused attempts", 20, || {
+    master.wait_for("three refused attempts", 20, || {
         let n = proxy.metrics().get("replscope_introspection_errors_total", &[("reason", "auth")])?;
         (n >= 3.0).then_some(())
     });
@@ -149,7 +138,7 @@ fn a_client_kill_mid_sync_is_no_buffer_kill_when_the_master_shows_the_buffer_sma
     let port = proxy.listen_port.to_string();
     let replica = Server::start(&bin, &["--replicaof", "127.0.0.1", &port]);
     // Two seconds into the transfer, with a few readings of a small buffer.
-    wait("a transfer read by the master", 30, || {
+    master.wait_for("a transfer read by the master", 30, || {
         let links = proxy.links();
         let l = links.iter().find(|l| l["kind"] == "replication" && l["close"].is_null())?.clone();
         let read = l["master_view"]["readings"].as_u64()? >= 2;
@@ -160,7 +149,7 @@ fn a_client_kill_mid_sync_is_no_buffer_kill_when_the_master_shows_the_buffer_sma
     assert_eq!(proxy.metrics().get("replscope_master_setting", &[backlog]), Some(1048576.0));
     master.cmd(&["CONFIG", "SET", "repl-backlog-size", "2mb"]);
     master.cmd(&["CLIENT", "KILL", "TYPE", "replica"]);
-    let killed = wait("the killed link's cause", 30, || {
+    let killed = master.wait_for("the killed link's cause", 30, || {
         proxy.links().into_iter().find(|l| l["kind"] == "replication" && !l["diagnosis"].is_null())
     });
     load.stop();
@@ -170,7 +159,7 @@ fn a_client_kill_mid_sync_is_no_buffer_kill_when_the_master_shows_the_buffer_sma
     assert!(b["reached"].is_null() && b["omem"].as_u64().is_some_and(|o| o < 4 << 20), "{b}");
     assert!(b["limit"] == "256mb 64mb 60", "the master's default, read from it: {b}");
     // The changed setting shows at the next reading (every second while the replica syncs again).
-    wait("the new backlog size", 15, || {
+    master.wait_for("the new backlog size", 15, || {
         (proxy.metrics().get("replscope_master_setting", &[backlog]) == Some(2097152.0)).then_some(())
     });
     drop(replica);

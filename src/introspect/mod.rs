@@ -269,6 +269,11 @@ impl Poll {
         q
     }
 
+    /// Whether the round asks `question`.
+    pub fn asks(&self, question: Question) -> bool {
+        self.questions().iter().any(|(q, _)| *q == question)
+    }
+
     /// The commands of the round, pipelined.
     pub fn request(&self) -> Vec<u8> {
         self.questions().iter().flat_map(|(_, args)| crate::wire::encode_command(args)).collect()

@@ -138,7 +138,7 @@ async fn session(route: &Route, master: &str, how: &Introspection, said: &mut Sa
             }
         }
         if problems.is_empty() {
-            said.problems.retain(|(q, _)| q.is_some_and(|q| !poll_asks(&poll, q)));
+            said.problems.retain(|(q, _)| q.is_some_and(|q| !poll.asks(q)));
         }
         if !said.greeted && report.version.is_some() {
             said.greeted = true;
@@ -165,15 +165,6 @@ async fn session(route: &Route, master: &str, how: &Introspection, said: &mut Sa
                 break;
             }
         }
-    }
-}
-
-fn poll_asks(poll: &Poll, q: Question) -> bool {
-    match q {
-        Question::Config => poll.config,
-        Question::InfoReplication => poll.replication,
-        Question::InfoServer => poll.server,
-        Question::ClientList => true,
     }
 }
 
