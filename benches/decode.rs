@@ -133,7 +133,11 @@ fn command_stream(c: &mut Criterion) {
             for slice in stream.chunks(SLICE) {
                 out.clear();
                 d.feed(Direction::MasterToReplica, slice, Timestamp::ZERO, &mut out);
-                commands += out.len();
+                for e in &out {
+                    if let Event::Stream(t) = &e.event {
+                        commands += t.commands as usize;
+                    }
+                }
             }
             assert!(!d.is_opaque(Direction::MasterToReplica));
             black_box(commands)

@@ -352,19 +352,8 @@ impl Link {
             traffic.last_at = Some(now);
             self.emit(Change::Forwarded { link: self.id, direction: d.direction, bytes: d.len as u64 });
         }
-        let mut commands = [0u64; CommandName::ALL.len()];
         for event in d.events {
-            if let Event::StreamCommand { name, .. } = &event.event
-                && let Some(n) = commands.get_mut(name.index())
-            {
-                *n += 1;
-            }
             self.apply(event);
-        }
-        for (name, count) in CommandName::ALL.iter().zip(commands) {
-            if count > 0 {
-                self.emit(Change::Commands { link: self.id, name: *name, count });
-            }
         }
         if d.direction == Direction::MasterToReplica {
             (self.stream.pending_command_bytes, self.stream.pending_received_bytes) = d.stream_pending;
@@ -436,19 +425,24 @@ impl Link {
                 }
                 self.advance(Phase::Loading, at);
             }
-            Event::StreamCommand { name, len, stream_bytes, offset } => {
+            Event::Stream(tally) => {
+                for (name, count) in tally.by_name() {
+                    self.emit(Change::Commands { link: self.id, name, count: u64::from(count) });
+                }
                 let s = &mut self.stream;
-                if s.largest_command.is_none_or(|c| c.bytes < *len) {
-                    s.largest_command = Some(CommandSeen { name: *name, bytes: *len, at });
+                if let Some((name, len)) = tally.largest
+                    && s.largest_command.is_none_or(|c| c.bytes < len)
+                {
+                    s.largest_command = Some(CommandSeen { name, bytes: len, at });
                 }
-                if let Some(n) = s.commands.get_mut(name.index()) {
-                    *n += 1;
+                for (seen, n) in s.commands.iter_mut().zip(tally.counts) {
+                    *seen += u64::from(n);
                 }
-                s.bytes = *stream_bytes;
-                s.offset = offset.or_else(|| s.start_offset.map(|b| b + *stream_bytes as i64));
+                s.bytes = tally.stream_bytes;
+                s.offset = tally.offset.or_else(|| s.start_offset.map(|b| b + tally.stream_bytes as i64));
                 s.first_command_at.get_or_insert(at);
                 s.last_command_at = Some(at);
-                s.getack_last_at = (*name == crate::wire::CommandName::Replconf).then_some(at);
+                s.getack_last_at = (tally.last == Some(CommandName::Replconf)).then_some(at);
                 // A replica that fell back to SYNC never acknowledges: the stream itself says it loaded.
                 if matches!(self.answer, Some(SyncAnswer::BulkPayload { .. })) && self.phase() == Phase::Loading {
                     self.advance(Phase::Streaming, at);

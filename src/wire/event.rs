@@ -5,8 +5,8 @@
 use std::fmt;
 
 use crate::time::Timestamp;
-use crate::wire::names::CommandName;
 use crate::wire::rdb::{RdbHeader, TrailerCheck};
+use crate::wire::stream::StreamTally;
 
 /// Which way bytes travel on a replication link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
@@ -340,17 +340,9 @@ pub enum Event {
         /// The trailer check.
         trailer: TrailerCheck,
     },
-    /// One complete command of the replication stream.
-    StreamCommand {
-        /// Its name, over a fixed set.
-        name: CommandName,
-        /// Its length in bytes, which is what it adds to the replication offset.
-        len: u64,
-        /// Stream bytes since the stream began, this command included.
-        stream_bytes: u64,
-        /// The replication offset after it, when the start offset is known on this connection.
-        offset: Option<i64>,
-    },
+    /// The complete commands of the replication stream in one read, tallied (one event per read, however
+    /// many commands: what each one was is not kept).
+    Stream(StreamTally),
     /// The decoder could not follow this direction any more; its bytes are still counted.
     Desync {
         /// The byte position in that direction where it happened.

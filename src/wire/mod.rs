@@ -21,6 +21,7 @@ pub use event::{
 };
 pub use names::CommandName;
 pub use rdb::{RdbAux, RdbHeader, RdbMagic, TrailerCheck};
+pub use stream::StreamTally;
 
 use crate::time::Timestamp;
 use command::CommandDecoder;

@@ -14,7 +14,7 @@ use crate::wire::event::{
 use crate::wire::line::{BoundedBuf, LineFeed, trim_eol};
 use crate::wire::payload::{EOF_MARK_LEN, PayloadDecoder, PayloadStep};
 use crate::wire::rdb::Finding;
-use crate::wire::stream::{StreamFramer, StreamItem};
+use crate::wire::stream::{StreamFramer, StreamSink, StreamTally};
 
 /// Longest handshake line read (replicas themselves read at most 256 bytes per line).
 pub const MAX_LINE_LEN: usize = 1024;
@@ -146,14 +146,13 @@ impl ReplyDecoder {
                 }
                 State::Stream(framer) => {
                     let position = self.position;
-                    let result = framer.feed(rest, |item| {
-                        out.push(match item {
-                            StreamItem::Command { name, len, stream_bytes, offset } => {
-                                Event::StreamCommand { name, len, stream_bytes, offset }
-                            }
-                            StreamItem::Newline => Event::Newline,
-                        })
-                    });
+                    let mut sink = Tallied { tally: StreamTally::default(), out: &mut *out };
+                    let result = framer.feed(rest, &mut sink);
+                    if sink.tally.commands > 0 {
+                        let mut tally = sink.tally;
+                        tally.offset = framer.offset();
+                        out.push(Event::Stream(tally));
+                    }
                     match result {
                         Ok(()) => {
                             self.position += rest.len() as u64;
@@ -328,6 +327,23 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Tallies the commands of one read; a newline between them is an event of its own, as before a sync.
+struct Tallied<'a, S> {
+    tally: StreamTally,
+    out: &'a mut S,
+}
+
+impl<S: EventSink> StreamSink for Tallied<'_, S> {
+    #[inline]
+    fn command(&mut self, name: crate::wire::CommandName, len: u64, stream_bytes: u64) {
+        self.tally.command(name, len, stream_bytes);
+    }
+
+    fn newline(&mut self) {
+        self.out.push(Event::Newline);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,7 +377,7 @@ mod tests {
         let got = decode(wire.as_bytes(), 1, ReplicaContext::default());
         assert_eq!(got[2], Event::NotRdb { prefix: String::new() });
         assert_eq!(got[3], Event::PayloadEnd { bytes: 0, trailer: TrailerCheck::NotRdb });
-        assert!(matches!(got[4], Event::StreamCommand { offset: Some(21), .. }));
+        assert!(matches!(&got[4], Event::Stream(t) if t.offset == Some(21) && t.commands == 1), "{got:?}");
     }
 
     #[test]
@@ -369,7 +385,7 @@ mod tests {
         let wire = format!("+CONTINUE {ID}\r\n*1\r\n$4\r\nping\r\n");
         let ctx = ReplicaContext { psync_offset: Some(72), plain_client: false };
         let got = decode(wire.as_bytes(), 5, ctx);
-        assert!(matches!(got[1], Event::StreamCommand { offset: Some(85), .. }), "{got:?}");
+        assert!(matches!(&got[1..], [Event::Stream(t), ..] if t.offset == Some(85)), "{got:?}");
     }
 
     #[test]

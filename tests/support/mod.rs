@@ -88,7 +88,7 @@ pub fn replay(reads: &[Read], mut split: impl FnMut(&[u8]) -> Vec<usize>) -> Rep
             reached.extend(offset);
             for e in &out {
                 match &e.event {
-                    Event::StreamCommand { offset: Some(o), .. } => reached.push(*o),
+                    Event::Stream(t) => reached.extend(t.offset),
                     Event::Command { command: ReplicaCommand::Replconf(opts) } => {
                         for o in opts {
                             if let ReplconfOption::Ack(ack) = o {
