@@ -163,11 +163,12 @@ pub fn run(server: Option<PathBuf>, every: u64, duration: Option<u64>, scenario:
         enable_faults: true,
         admin_token: None,
         faults: if looping { vec![slow_link] } else { Vec::new() },
+        buffer_pool: replscope::proxy::pool::DEFAULT_BUDGET,
         routes: vec![RouteConfig {
             name: "demo".into(),
             master: format!("127.0.0.1:{}", master.port),
             listen: "127.0.0.1:0".into(),
-            buffer: 256 * 1024,
+            buffer: replscope::config::DEFAULT_BUFFER,
             max_links: 64,
             settings: replscope::link::settings::ServerSettings {
                 output_buffer_limit: looping.then_some(limit),

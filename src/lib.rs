@@ -15,7 +15,7 @@
 //!
 //! `wire` and `link` touch no socket and read no clock.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod config;

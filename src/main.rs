@@ -130,9 +130,14 @@ struct ProxyArgs {
     /// Log format [default: text].
     #[arg(long, env = "REPLSCOPE_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
-    /// Bytes buffered per direction per link (e.g. 256KiB, 1MiB) [default: 256KiB].
+    /// The largest buffer a busy direction of a link borrows for one read (e.g. 256KiB, 1MiB); quiet
+    /// directions read through 16KiB, idle ones hold none [default: 1MiB].
     #[arg(long, env = "REPLSCOPE_BUFFER", value_parser = values::buffer, conflicts_with = "config")]
     buffer: Option<usize>,
+    /// Bytes of buffers larger than 16KiB lent out at once, over every link and route; past it, busy
+    /// directions read through 16KiB (e.g. 16MiB) [default: 16MiB].
+    #[arg(long, env = "REPLSCOPE_BUFFER_POOL", value_parser = values::buffer)]
+    buffer_pool: Option<usize>,
     /// Most connections open at once; more are refused [default: 1024].
     #[arg(long, env = "REPLSCOPE_MAX_LINKS", conflicts_with = "config")]
     max_links: Option<usize>,
@@ -237,6 +242,7 @@ impl ProxyArgs {
             admin_token: self.admin_token,
             faults: self.faults,
             routes,
+            buffer_pool: self.buffer_pool.unwrap_or(replscope::proxy::pool::DEFAULT_BUDGET),
         };
         Ok(Setup { log_format, proxy, file: self.config })
     }
@@ -341,6 +347,7 @@ fn parse_fault(s: &str) -> Result<replscope::fault::FaultSpec, String> {
 }
 
 fn main() -> ExitCode {
+    replscope::proxy::memory::return_large_blocks();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {

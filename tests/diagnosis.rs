@@ -212,3 +212,79 @@ fn a_master_shut_down_is_a_shutdown_and_its_successor_a_new_history() {
     let refused = links.iter().rev().find(|l| !l["psync_refusal"].is_null()).expect("a refused PSYNC");
     assert_eq!(refused["psync_refusal"]["reason"], "replid_mismatch", "{}", refused["psync_refusal"]);
 }
+
+#[test]
+fn a_master_close_right_after_a_complete_rdb_is_named_the_same_every_time() {
+    // A scripted master that hangs up the moment a full sync's RDB (8 MiB, a valid CRC) is written: the
+    // same close, 16 times, half of them to a replica that reads in small sips (its writes wait a
+    // moment, as any transfer's do). Once, such closes were named by chance `output_buffer_limit` (a
+    // short wait taken for a backed-up buffer) or `master_closed`.
+    const ROUNDS: usize = 16;
+    let mut rdb = b"REDIS0011\xfe\x00".to_vec();
+    let mut n = 0u64;
+    while rdb.len() < 8 << 20 {
+        rdb.extend_from_slice(&[0x00, 0x0c]);
+        rdb.extend_from_slice(format!("key:{n:08}").as_bytes());
+        rdb.extend_from_slice(&[0x40, 0x80]); // a 128-byte value
+        rdb.extend(std::iter::repeat_n((n % 251) as u8, 128));
+        n += 1;
+    }
+    rdb.push(0xff);
+    let crc = crc_fast::checksum(crc_fast::CrcAlgorithm::Crc64Redis, &rdb);
+    rdb.extend_from_slice(&crc.to_le_bytes());
+    let mut sync = format!("+FULLRESYNC {} 0\r\n${}\r\n", "ab".repeat(20), rdb.len()).into_bytes();
+    sync.extend_from_slice(&rdb);
+
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let master = std::thread::spawn(move || {
+        let mut served = 0;
+        while served < ROUNDS {
+            let (mut s, _) = l.accept().expect("accept");
+            let mut buf = [0u8; 512];
+            if !s.read(&mut buf).is_ok_and(|n| n > 0) {
+                continue; // a probe
+            }
+            let _ = s.write_all(&sync);
+            served += 1;
+            // Dropped: a FIN right behind the last byte of the RDB.
+        }
+    });
+    let proxy = ProxyProc::start(port, &[]);
+    for round in 0..ROUNDS {
+        let mut c = TcpStream::connect(("127.0.0.1", proxy.listen_port)).expect("connect");
+        c.write_all(
+            b"*3\r\n$8\r\nREPLCONF\r\n$14\r\nlistening-port\r\n$4\r\n6399\r\n*3\r\n$5\r\nPSYNC\r\n$1\r\n?\r\n$2\r\n-1\r\n",
+        )
+        .expect("handshake");
+        let mut buf = vec![0u8; 64 << 10];
+        let mut got = 0;
+        loop {
+            let n = c.read(&mut buf).expect("read");
+            if n == 0 {
+                break;
+            }
+            got += n;
+            if round % 2 == 1 {
+                std::thread::sleep(Duration::from_micros(300));
+            }
+        }
+        assert!(got > 8 << 20, "round {round}: the whole sync arrived ({got} bytes)");
+    }
+    master.join().expect("master");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let causes: Vec<String> = loop {
+        let links = proxy.links();
+        let causes: Vec<String> = links
+            .iter()
+            .filter(|l| l["kind"] == "replication")
+            .filter_map(|l| l["diagnosis"]["cause"].as_str().map(String::from))
+            .collect();
+        if causes.len() == ROUNDS {
+            break causes;
+        }
+        assert!(std::time::Instant::now() < deadline, "not every link diagnosed: {links:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(causes.iter().all(|c| c == "master_closed"), "{causes:?}");
+}

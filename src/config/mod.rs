@@ -35,8 +35,8 @@ use crate::introspect::Introspection;
 use crate::link::settings::ServerSettings;
 use crate::proxy::RouteConfig;
 
-/// `--buffer`'s default: 256KiB.
-pub const DEFAULT_BUFFER: usize = 256 << 10;
+/// `--buffer`'s default: 1MiB (the largest buffer a busy direction borrows; see `proxy::pool`).
+pub const DEFAULT_BUFFER: usize = 1 << 20;
 /// `--max-links`' default.
 pub const DEFAULT_MAX_LINKS: usize = 1024;
 /// `--forget-after`'s default: 10m.

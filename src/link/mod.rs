@@ -121,7 +121,11 @@ pub struct Link {
     /// Waits toward the replica that began before it was loading, for [`Link::replica_buffer_full`].
     #[serde(skip)]
     waits_before_loading: Option<ReplicaBufferFull>,
-    /// The last write that waited on each side: when it ended and how long it waited.
+    /// The replica's endpoint, once the handshake announced it ([`Link::replica_endpoint`]).
+    #[serde(skip)]
+    endpoint: Option<String>,
+    /// The last write that waited on each side: when it ended, and the longest wait among it and those
+    /// that ended within [`rules::BACKED_UP_WITHIN`] before it.
     #[serde(skip)]
     pub last_blocked: [Option<(Timestamp, Duration)>; 2],
     /// Why it ended, once diagnosed.
@@ -199,6 +203,7 @@ impl Link {
             settings: crate::link::settings::ServerSettings::default(),
             waits_before_loading: None,
             last_blocked: [None, None],
+            endpoint: None,
             diagnosis: None,
             desyncs: Vec::new(),
             close: None,
@@ -238,6 +243,15 @@ impl Link {
 
     /// The replica endpoint, the metrics label: the announced ip (else the peer's) and the listening port.
     pub fn replica_endpoint(&self) -> Option<String> {
+        self.endpoint.clone()
+    }
+
+    /// [`Link::replica_endpoint`], borrowed (kept up to date as the handshake announces it).
+    pub fn endpoint(&self) -> Option<&str> {
+        self.endpoint.as_deref()
+    }
+
+    fn endpoint_from_handshake(&self) -> Option<String> {
         let port = self.handshake.listening_port?;
         let ip = match (&self.handshake.ip_address, self.peer_ip) {
             (Some(ip), _) => ip.clone(),
@@ -481,7 +495,13 @@ impl Link {
             TransportEvent::Dialled { local } => self.outgoing_addr = Some(local),
             TransportEvent::WriteBlocked { side, duration } => {
                 self.blocked[side.index()] += duration;
-                self.last_blocked[side.index()] = Some((now, duration));
+                // The longest of the waits that ended close together: a long wait followed by short ones
+                // (a replica that read again after loading) is still a backed-up buffer.
+                let longest = match self.last_blocked[side.index()] {
+                    Some((end, d)) if now.since(end) <= rules::BACKED_UP_WITHIN => d.max(duration),
+                    _ => duration,
+                };
+                self.last_blocked[side.index()] = Some((now, longest));
                 self.emit(Change::WriteBlocked { link: self.id, side, duration });
                 if side == Side::Replica {
                     self.replica_waited(now, duration);
@@ -598,8 +618,14 @@ impl Link {
     fn on_replconf(&mut self, option: &ReplconfOption, at: Timestamp) {
         let h = &mut self.handshake;
         match option {
-            ReplconfOption::ListeningPort(p) => h.listening_port = Some(*p),
-            ReplconfOption::IpAddress(ip) => h.ip_address = Some(ip.clone()),
+            ReplconfOption::ListeningPort(p) => {
+                h.listening_port = Some(*p);
+                self.endpoint = self.endpoint_from_handshake();
+            }
+            ReplconfOption::IpAddress(ip) => {
+                h.ip_address = Some(ip.clone());
+                self.endpoint = self.endpoint_from_handshake();
+            }
             ReplconfOption::Capa(c) => {
                 if !h.capabilities.contains(c) {
                     h.capabilities.push(c.clone());

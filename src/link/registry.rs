@@ -290,15 +290,55 @@ impl Links {
                 facts.push((*id, None, None, Later::MasterRefused { at: c.at }));
             }
         }
+        // Which facts may concern a replica: by its endpoint, or by its address for links that could not
+        // announce one (the test below still decides), so each link looks at its own replica's facts only.
+        let mut by_endpoint: HashMap<&str, Vec<usize>> = HashMap::new();
+        let mut by_ip: HashMap<std::net::IpAddr, Vec<usize>> = HashMap::new();
+        let mut by_ip_without_endpoint: HashMap<std::net::IpAddr, Vec<usize>> = HashMap::new();
+        let mut refused = Vec::new();
+        for (i, (_, ep, ip, fact)) in facts.iter().enumerate() {
+            match fact {
+                Later::MasterRefused { .. } => refused.push(i),
+                Later::CameBack { .. } => {
+                    if let Some(ep) = ep {
+                        by_endpoint.entry(ep.as_str()).or_default().push(i);
+                    }
+                    if let Some(ip) = ip {
+                        by_ip.entry(*ip).or_default().push(i);
+                        if ep.is_none() {
+                            by_ip_without_endpoint.entry(*ip).or_default().push(i);
+                        }
+                    }
+                }
+            }
+        }
+        let mut candidates = Vec::new();
         for (id, link) in self.links.iter_mut() {
+            if link.diagnosis.as_ref().is_none_or(|d| d.settled) {
+                continue;
+            }
             let endpoint = link.replica_endpoint();
             let peer = link.peer_ip;
             let (Some(d), Some(close)) = (link.diagnosis.as_mut(), link.close) else { continue };
-            if d.settled {
-                continue;
-            }
             let before = (d.cause, d.settled, d.evidence.later.len());
-            for (other, ep, ip, fact) in &facts {
+            candidates.clear();
+            candidates.extend_from_slice(&refused);
+            // Two endpoints must be equal; an address is compared only when one side has no endpoint.
+            let by_address = if endpoint.is_some() { &by_ip_without_endpoint } else { &by_ip };
+            if let Some(ep) = &endpoint {
+                candidates.extend(by_endpoint.get(ep.as_str()).into_iter().flatten());
+            }
+            // Known by its address alone, one connection coming back is as good as many: once the link
+            // has one, the others from its host are not looked at again (with hundreds of links opening
+            // from one host, each looking at all the others made every close cost a pass over them all).
+            if let Some(peer) = peer
+                && d.came_back.is_none()
+            {
+                candidates.extend(by_address.get(&peer).into_iter().flatten());
+            }
+            candidates.sort_unstable();
+            candidates.dedup();
+            for (other, ep, ip, fact) in candidates.iter().map(|&i| &facts[i]) {
                 // A replica may reconnect before the proxy has read its close: allow a second.
                 let after_close = match fact {
                     Later::CameBack { at, .. } => at.plus(Duration::from_secs(1)) >= close.at,

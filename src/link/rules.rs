@@ -17,8 +17,13 @@ use crate::wire::{Direction, ErrorCode, PayloadFraming, TrailerCheck};
 pub const DESYNC_BEFORE_CLOSE: Duration = Duration::from_secs(1);
 
 /// A blocked write toward the replica that ended this close to a master close means the master's
-/// output buffer for it was backed up.
+/// output buffer for it was backed up ...
 pub const BACKED_UP_WITHIN: Duration = Duration::from_secs(2);
+
+/// ... if it waited at least this long. Shorter waits are the flow control of any transfer at full
+/// speed (the socket toward a replica that reads fills for a moment): taking them as a sign made the same
+/// close right after a complete RDB `output_buffer_limit` or `master_closed` by chance.
+pub const BACKED_UP_FOR: Duration = Duration::from_millis(250);
 
 /// A two-channel sync's replica that did not read its main channel for this long before it was loading
 /// had its stream buffer full ([`ReplicaBufferFull`](crate::link::facts::ReplicaBufferFull)); shorter waits
@@ -63,7 +68,8 @@ pub struct CloseFacts<'a> {
     pub accumulated: Option<f64>,
     /// The RDB came EOF-marked (a diskless master).
     pub diskless: bool,
-    /// A write toward the replica waited, and ended within [`BACKED_UP_WITHIN`] of the close.
+    /// A write toward the replica waited at least [`BACKED_UP_FOR`], and ended within [`BACKED_UP_WITHIN`]
+    /// of the close.
     pub backed_up: bool,
     /// Such a wait lasted at least `silence`: the transfer toward the replica stalled.
     pub stalled_toward_replica: bool,
@@ -115,7 +121,7 @@ impl<'a> CloseFacts<'a> {
             since_fullresync,
             accumulated: since_fullresync.zip(ctx.write_rate).map(|(s, rate)| rate * s),
             diskless: link.rdb.as_ref().is_some_and(|r| r.framing == PayloadFraming::EofMark),
-            backed_up: toward_replica.is_some_and(|(end, _)| now.since(end) <= BACKED_UP_WITHIN),
+            backed_up: toward_replica.is_some_and(|(end, d)| now.since(end) <= BACKED_UP_WITHIN && d >= BACKED_UP_FOR),
             stalled_toward_replica: toward_replica
                 .is_some_and(|(end, d)| d >= silence && now.since(end) <= BACKED_UP_WITHIN),
             writing: ctx.write_rate.is_none_or(|r| r > 0.0),

@@ -1,15 +1,19 @@
-//! One proxied connection: dial the master, then two pumps, one per direction, each with one reused
-//! buffer of `--buffer` bytes. A pump reads at most a buffer, lets the link look at the bytes in place,
-//! and writes the same bytes out before it reads again, so at most one buffer per direction is held and
-//! a slow reader slows the sender exactly as it would without the proxy. A FIN is passed on as a FIN
-//! (half-close), a reset as a reset. Time spent waiting for a receiver that is not reading is measured.
+//! One proxied connection: dial the master, then two pumps, one per direction. A pump waits for its
+//! source without holding a buffer, borrows one from the [`BufferPool`] when bytes are waiting (a large
+//! one, up to `--buffer`, while its reads keep filling what it had), reads at most that buffer, lets the
+//! link look at the bytes in place, and writes the same bytes out before it gives the buffer back and
+//! reads again. So at most one buffer per direction is held, only while data flows, and a slow reader
+//! slows the sender exactly as it would without the proxy. After each [`TURN`] bytes a pump lets the
+//! other tasks run, so new links are accepted, dialled and answered while others transfer at full
+//! speed. A FIN is passed on as a FIN (half-close), a reset as a reset. Time spent waiting for a
+//! receiver that is not reading is measured.
 
 use std::io::ErrorKind;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::Instant;
@@ -17,11 +21,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::fault::delay::{DelayLine, LATENCY_WINDOW};
 use crate::link::{CloseHow, ClosedBy, LinkId, Reader, Side, TransportEvent};
+use crate::proxy::pool::{BufferPool, SMALL};
 use crate::proxy::route::Route;
 use crate::wire::Direction;
 
 /// How long dialling the master may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Bytes a pump moves before it lets other tasks run (at least one read, however large).
+pub const TURN: usize = 64 * 1024;
 
 /// TCP keepalive idle time on both sockets: a dead peer is noticed in minutes, not hours.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
@@ -51,6 +59,7 @@ pub async fn serve(
     route: Arc<Route>,
     master: Arc<str>,
     buffer: usize,
+    pool: Arc<BufferPool>,
     replica: TcpStream,
     id: LinkId,
     shutdown: CancellationToken,
@@ -94,13 +103,14 @@ pub async fn serve(
         reader: Mutex::new(Reader::new()),
     };
     tokio::join!(
-        pump(&route, id, replica_rd, master_wr, Direction::ReplicaToMaster, buffer, &ends),
-        pump(&route, id, master_rd, replica_wr, Direction::MasterToReplica, buffer, &ends),
+        pump(&route, id, replica_rd, master_wr, Direction::ReplicaToMaster, buffer, &pool, &ends),
+        pump(&route, id, master_rd, replica_wr, Direction::MasterToReplica, buffer, &pool, &ends),
     );
     if shutdown.is_cancelled() {
         route.on_transport(id, TransportEvent::Closed { by: ClosedBy::Proxy, how: CloseHow::Fin });
     }
     route.finish(id);
+    pool.note_freed();
 }
 
 fn sides(direction: Direction) -> (Side, Side) {
@@ -136,24 +146,43 @@ const FAULT_TICK: Duration = Duration::from_millis(100);
 
 /// Moves bytes one way until the source ends, a side fails, the connection is aborted, or a fault
 /// cuts it. Under a latency fault the chunks wait in a bounded [`DelayLine`] while reading goes on.
+#[allow(clippy::too_many_arguments)]
 async fn pump(
     route: &Route,
     id: LinkId,
-    mut from: OwnedReadHalf,
+    from: OwnedReadHalf,
     mut to: OwnedWriteHalf,
     direction: Direction,
     buffer: usize,
+    pool: &BufferPool,
     ends: &Ends,
 ) {
     let (source, sink) = sides(direction);
     let abort = &ends.abort;
-    let mut buf = vec![0u8; buffer.max(1)];
     let mut line = DelayLine::new(LATENCY_WINDOW.max(buffer));
+    // Whether the last read brought more than a small buffer holds (or filled one): the source is busy,
+    // so the next read asks for a large buffer.
+    let mut busy = false;
+    let mut turn = 0usize;
     loop {
+        if turn >= TURN {
+            turn = 0;
+            tokio::task::yield_now().await;
+        }
         let ticking = route.faults_present();
         let due_in = line.next_due().map(|due| due.since(route.now()));
+        let mut lease = None;
         let read = tokio::select! {
-            r = from.read(&mut buf), if line.has_room() => Some(r),
+            r = from.readable(), if line.has_room() => match r {
+                Ok(()) => {
+                    let buf = lease.insert(pool.lend(if busy { buffer } else { buffer.min(SMALL) }));
+                    match from.try_read(buf.room()) {
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
+                        r => Some(r),
+                    }
+                }
+                Err(e) => Some(Err(e)),
+            },
             _ = tokio::time::sleep(due_in.unwrap_or_default()), if due_in.is_some() => {
                 if send_due(route, id, &mut to, sink, &mut line, ends).await.is_ok() {
                     continue;
@@ -197,6 +226,7 @@ async fn pump(
                 return;
             }
             Some(Ok(n)) => n,
+            Some(Err(e)) if e.kind() == ErrorKind::Interrupted => continue,
             Some(Err(e)) => {
                 let how =
                     if e.kind() == ErrorKind::ConnectionReset { CloseHow::Reset } else { CloseHow::Error(e.kind()) };
@@ -206,16 +236,21 @@ async fn pump(
                 return;
             }
         };
+        let Some(lease) = lease else { continue };
+        busy = n >= SMALL || n == lease.len();
+        turn += n;
+        let data = &lease.as_slice()[..n];
         {
             let mut reader = ends.reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            route.on_bytes(id, direction, &buf[..n], &mut reader);
+            route.on_bytes(id, direction, data, &mut reader);
         }
         let result = if route.faults_present() || !line.is_empty() {
             let plan = route.plan(id, direction, n);
-            delay_or_carry_out(route, id, &mut to, direction, &buf[..n], plan, &mut line, ends).await
+            delay_or_carry_out(route, id, &mut to, direction, data, plan, &mut line, ends).await
         } else {
-            forward(route, id, &mut to, sink, &buf[..n], ends).await
+            forward(route, id, &mut to, sink, data, ends).await
         };
+        drop(lease);
         if result.is_err() {
             if ends.must_reset(sink) {
                 reset(to);

@@ -6,6 +6,8 @@
 pub mod conn;
 pub mod http;
 pub mod introspect;
+pub mod memory;
+pub mod pool;
 pub mod route;
 pub mod shared;
 pub mod table;
@@ -21,6 +23,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use pool::BufferPool;
 pub use route::Route;
 pub use shared::Shared;
 pub use table::RouteTable;
@@ -62,6 +65,8 @@ pub struct ProxyConfig {
     pub faults: Vec<crate::fault::FaultSpec>,
     /// The routes, at least one, with distinct names.
     pub routes: Vec<RouteConfig>,
+    /// Bytes of large forwarding buffers lent out at once, process-wide (`--buffer-pool`).
+    pub buffer_pool: usize,
 }
 
 impl std::fmt::Debug for ProxyConfig {
@@ -72,6 +77,7 @@ impl std::fmt::Debug for ProxyConfig {
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
             .field("faults", &self.faults)
             .field("routes", &self.routes)
+            .field("buffer_pool", &self.buffer_pool)
             .finish()
     }
 }
@@ -203,6 +209,8 @@ pub struct Proxy {
     stop: CancellationToken,
     /// The number of the last accept loop started.
     last_loop: u64,
+    /// Every link's forwarding buffers.
+    pool: Arc<BufferPool>,
 }
 
 async fn bind_route(r: &RouteConfig) -> Result<(TcpListener, String), ProxyError> {
@@ -272,7 +280,8 @@ impl Proxy {
         }
         let (tx, reloads) = mpsc::channel(4);
         let reloader = Reloader { tx, table: Arc::clone(&table) };
-        let proxy = Proxy { config, http: Some(http), table, slots, reloads, reloader, stop, last_loop: 0 };
+        let pool = Arc::new(BufferPool::new(config.buffer_pool));
+        let proxy = Proxy { config, http: Some(http), table, slots, reloads, reloader, stop, last_loop: 0, pool };
         proxy.publish();
         Ok(proxy)
     }
@@ -329,7 +338,7 @@ impl Proxy {
             let Some(listener) = slot.pending.take() else { continue };
             let master = slot.config.borrow().master.clone();
             warn_unresolved(&slot.route, &master).await;
-            start_loop(&mut loops, &mut self.last_loop, slot, listener, &stop);
+            start_loop(&mut loops, &mut self.last_loop, slot, listener, &stop, &self.pool);
             slot.introspect(&stop);
         }
         let listens: Vec<String> =
@@ -341,13 +350,20 @@ impl Proxy {
             "replscope proxy ready"
         );
         // Diagnoses settle with time (a replica that does not come back has left): look every second.
+        // And memory freed since (buffers, closed links) goes back to the system.
         let ticker_table = Arc::clone(&self.table);
         let ticker_stop = stop.clone();
+        let ticker_pool = Arc::clone(&self.pool);
         let ticker = tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tokio::select! {
-                    _ = every.tick() => ticker_table.tick(),
+                    _ = every.tick() => {
+                        ticker_table.tick();
+                        if ticker_pool.take_released() {
+                            memory::trim();
+                        }
+                    }
                     _ = ticker_stop.cancelled() => return,
                 }
             }
@@ -463,7 +479,7 @@ impl Proxy {
                     old.cancel();
                 }
                 slot.accepting = Some((addr, self.stop.child_token()));
-                start_loop(loops, &mut self.last_loop, slot, listener, &self.stop);
+                start_loop(loops, &mut self.last_loop, slot, listener, &self.stop, &self.pool);
             }
         }
         // The table in the file's order, draining routes last (as they were).
@@ -488,8 +504,10 @@ fn start_loop(
     slot: &mut Slot,
     listener: TcpListener,
     stop: &CancellationToken,
+    pool: &Arc<BufferPool>,
 ) {
     let Some((addr, accepting)) = slot.accepting.clone() else { return };
+    let pool = Arc::clone(pool);
     *last_loop += 1;
     let n = *last_loop;
     slot.loops.insert(n);
@@ -498,7 +516,7 @@ fn start_loop(
     tracing::info!(route = route.name(), master = %config.borrow().master, listen = %addr, "route accepting");
     let stop = stop.clone();
     loops.spawn(async move {
-        accept_loop(Arc::clone(&route), listener, config, accepting, stop).await;
+        accept_loop(Arc::clone(&route), listener, config, accepting, stop, pool).await;
         (route.name().to_string(), n)
     });
 }
@@ -511,6 +529,7 @@ async fn accept_loop(
     config: watch::Receiver<Arc<RouteConfig>>,
     accepting: CancellationToken,
     stop: CancellationToken,
+    pool: Arc<BufferPool>,
 ) {
     let mut conns = JoinSet::new();
     loop {
@@ -534,7 +553,15 @@ async fn accept_loop(
                 }
                 let id = route.open(peer);
                 let master: Arc<str> = Arc::from(r.master.as_str());
-                conns.spawn(conn::serve(Arc::clone(&route), master, r.buffer, stream, id, stop.child_token()));
+                conns.spawn(conn::serve(
+                    Arc::clone(&route),
+                    master,
+                    r.buffer,
+                    Arc::clone(&pool),
+                    stream,
+                    id,
+                    stop.child_token(),
+                ));
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
         }
