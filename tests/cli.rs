@@ -123,7 +123,8 @@ fn proxy_help_shows_examples_and_defaults() {
         "REPLICAOF 127.0.0.1 6380",
         "[default: 127.0.0.1:6380]",
         "[default: 127.0.0.1:9190]",
-        "[default: 256KiB]",
+        "[default: 1MiB]",
+        "[default: 16MiB]",
         "[env: REPLSCOPE_MASTER=]",
     ] {
         assert!(out.contains(want), "missing {want:?} in:\n{out}");

@@ -3,7 +3,7 @@
 //! ```toml
 //! http = "127.0.0.1:9190"          # one API and /metrics for every route
 //! log-format = "json"              # text or json
-//! buffer = "256KiB"                # defaults for every route ...
+//! buffer = "1MiB"                  # defaults for every route ...
 //! max-links = 1024
 //! forget-after = "10m"
 //!

@@ -141,6 +141,20 @@ impl Ends {
     }
 }
 
+/// Reads under faults are at most this large: a paced or delayed chunk is decoded (and counted as
+/// transferred) when it is read, so a large one would run the link's progress ahead of the wire.
+const FAULT_READ: usize = 256 * 1024;
+
+/// How much a pump asks the pool for: a large buffer while its source is busy (at most [`FAULT_READ`]
+/// under faults), else a small one.
+fn read_size(busy: bool, faults: bool, buffer: usize) -> usize {
+    match (busy, faults) {
+        (false, _) => buffer.min(SMALL),
+        (true, false) => buffer,
+        (true, true) => buffer.min(FAULT_READ),
+    }
+}
+
 /// How often a pump looks at the faults while its source is idle (so time triggers act on quiet links).
 const FAULT_TICK: Duration = Duration::from_millis(100);
 
@@ -175,7 +189,7 @@ async fn pump(
         let read = tokio::select! {
             r = from.readable(), if line.has_room() => match r {
                 Ok(()) => {
-                    let buf = lease.insert(pool.lend(if busy { buffer } else { buffer.min(SMALL) }));
+                    let buf = lease.insert(pool.lend(read_size(busy, ticking, buffer)));
                     match from.try_read(buf.room()) {
                         Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
                         r => Some(r),
