@@ -246,11 +246,6 @@ impl Link {
         self.endpoint.clone()
     }
 
-    /// [`Link::replica_endpoint`], borrowed (kept up to date as the handshake announces it).
-    pub fn endpoint(&self) -> Option<&str> {
-        self.endpoint.as_deref()
-    }
-
     fn endpoint_from_handshake(&self) -> Option<String> {
         let port = self.handshake.listening_port?;
         let ip = match (&self.handshake.ip_address, self.peer_ip) {

@@ -1,6 +1,6 @@
 //! One proxied connection: dial the master, then two pumps, one per direction. A pump waits for its
 //! source without holding a buffer, borrows one from the [`BufferPool`] when bytes are waiting (a large
-//! one, up to `--buffer`, while its reads keep filling what it had), reads at most that buffer, lets the
+//! one, up to `--buffer`, while its last read brought at least 16 KiB), reads at most that buffer, lets the
 //! link look at the bytes in place, and writes the same bytes out before it gives the buffer back and
 //! reads again. So at most one buffer per direction is held, only while data flows, and a slow reader
 //! slows the sender exactly as it would without the proxy. After each [`TURN`] bytes a pump lets the

@@ -1,7 +1,7 @@
 //! Forwarding buffers, lent per read: a pump holds no buffer while its socket is quiet, borrows one when
-//! bytes are waiting, and gives it back once they are written out. A direction that keeps filling its
-//! buffer is lent a large one (up to the route's `--buffer`) while the pool's budget for large buffers
-//! lasts; everything else reads through a small one. So an idle or handshaking link costs no buffer, a
+//! bytes are waiting, and gives it back once they are written out. A direction whose last read brought
+//! at least a small buffer's worth is lent a large one (up to the route's `--buffer`, 256 KiB under
+//! faults) while the pool's budget for large buffers lasts; everything else reads through a small one. So an idle or handshaking link costs no buffer, a
 //! lone busy link gets the throughput of a large one, and 500 busy links share a bounded amount.
 //!
 //! Buffers given back are kept for reuse up to a small reserve; the rest are freed, and the allocator
