@@ -409,8 +409,13 @@ fn init_logs(format: LogFormat) {
     }
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+/// The proxy's two runtimes: the control plane (one thread: accepting, dialling, handshakes, the HTTP
+/// API, introspection, light links) and the data plane (a thread per core: transfers). See
+/// `replscope::proxy::planes`.
+fn runtimes() -> anyhow::Result<(tokio::runtime::Runtime, tokio::runtime::Runtime)> {
+    let control = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let data = tokio::runtime::Builder::new_multi_thread().thread_name("replscope-data").enable_all().build()?;
+    Ok((control, data))
 }
 
 /// Completes on SIGINT or SIGTERM.
@@ -562,15 +567,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Proxy(args) => {
             let setup = args.into_setup()?;
             init_logs(setup.log_format);
-            runtime()?.block_on(async move {
-                let proxy = Proxy::bind(setup.proxy.clone()).await?;
+            let (control, data) = runtimes()?;
+            let data_plane = data.handle().clone();
+            let ran = control.block_on(async move {
+                let proxy = Proxy::bind(setup.proxy.clone()).await?.with_data_plane(data_plane);
                 // Before the proxy says it is ready: from then on a SIGHUP must reload, not kill.
                 let hangups = hangups()?;
                 tokio::spawn(reload_on_hangup(hangups, proxy.reloader(), setup));
                 proxy.run(stop_signal()).await?;
                 tracing::info!("stopped");
                 Ok(())
-            })
+            });
+            // Every link has ended (or was given up on after the grace period): nothing left to wait for.
+            data.shutdown_background();
+            ran
         }
         Command::Health { .. } => Ok(()),
         Command::Links { http } => {

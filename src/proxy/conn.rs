@@ -3,9 +3,10 @@
 //! one, up to `--buffer`, while its last read brought at least 16 KiB), reads at most that buffer, lets the
 //! link look at the bytes in place, and writes the same bytes out before it gives the buffer back and
 //! reads again. So at most one buffer per direction is held, only while data flows, and a slow reader
-//! slows the sender exactly as it would without the proxy. After each [`TURN`] bytes a pump lets the
-//! other tasks run, so new links are accepted, dialled and answered while others transfer at full
-//! speed. A FIN is passed on as a FIN (half-close), a reset as a reset. Time spent waiting for a
+//! slows the sender exactly as it would without the proxy. A connection starts on the control plane
+//! and moves to the data plane once a direction carries a transfer ([`crate::proxy::planes`]), so new
+//! links are accepted, dialled and answered while others transfer at full speed; after each [`TURN`]
+//! bytes a pump lets the other tasks of its plane run. A FIN is passed on as a FIN (half-close), a reset as a reset. Time spent waiting for a
 //! receiver that is not reading is measured.
 
 use std::io::ErrorKind;
@@ -16,12 +17,14 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::runtime::Handle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::fault::delay::{DelayLine, LATENCY_WINDOW};
 use crate::link::{CloseHow, ClosedBy, LinkId, Reader, Side, TransportEvent};
-use crate::proxy::pool::{BufferPool, SMALL};
+use crate::proxy::planes::{self, Forwarding};
+use crate::proxy::pool::SMALL;
 use crate::proxy::route::Route;
 use crate::wire::Direction;
 
@@ -54,12 +57,13 @@ pub async fn dial(master: &str) -> std::io::Result<TcpStream> {
     Err(last)
 }
 
-/// Serves one accepted replica-side connection to its end.
+/// Serves one accepted replica-side connection to its end: dials the master and forwards both ways,
+/// here until a direction carries a transfer, then on the data plane (see [`crate::proxy::planes`]).
 pub async fn serve(
     route: Arc<Route>,
     master: Arc<str>,
     buffer: usize,
-    pool: Arc<BufferPool>,
+    forwarding: Arc<Forwarding>,
     replica: TcpStream,
     id: LinkId,
     shutdown: CancellationToken,
@@ -95,22 +99,95 @@ pub async fn serve(
         // How the master names this connection (CLIENT LIST's addr), for introspection to match.
         route.on_transport(id, TransportEvent::Dialled { local });
     }
-    let (replica_rd, replica_wr) = replica.into_split();
-    let (master_rd, master_wr) = master_stream.into_split();
-    let ends = Ends {
-        abort: shutdown.child_token(),
-        reset: [AtomicBool::new(false), AtomicBool::new(false)],
-        reader: Mutex::new(Reader::new()),
+    let conn = Conn {
+        route,
+        id,
+        buffer,
+        forwarding,
+        ends: Ends {
+            abort: shutdown.child_token(),
+            reset: [AtomicBool::new(false), AtomicBool::new(false)],
+            reader: Mutex::new(Reader::new()),
+        },
     };
-    tokio::join!(
-        pump(&route, id, replica_rd, master_wr, Direction::ReplicaToMaster, buffer, &pool, &ends),
-        pump(&route, id, master_rd, replica_wr, Direction::MasterToReplica, buffer, &pool, &ends),
+    let window = LATENCY_WINDOW.max(buffer);
+    let (up, down) = halves(replica, master_stream, window);
+    let handover = conn.forwarding.data_plane().map(|_| CancellationToken::new());
+    let (up, down) = tokio::join!(
+        pump(&conn, up, Direction::ReplicaToMaster, handover.as_ref()),
+        pump(&conn, down, Direction::MasterToReplica, handover.as_ref()),
     );
-    if shutdown.is_cancelled() {
-        route.on_transport(id, TransportEvent::Closed { by: ClosedBy::Proxy, how: CloseHow::Fin });
+    let conn = match (up, down, conn.forwarding.data_plane().cloned()) {
+        (Pumped::HandedOver(up), Pumped::HandedOver(down), Some(data)) => hand_over(conn, up, down, &data).await,
+        (up, down, _) => {
+            // One direction ended as the other handed over: the rest stays here.
+            tokio::join!(
+                resume(&conn, up, Direction::ReplicaToMaster),
+                resume(&conn, down, Direction::MasterToReplica)
+            );
+            Some(conn)
+        }
+    };
+    if let Some(conn) = conn {
+        if shutdown.is_cancelled() {
+            conn.route.on_transport(conn.id, TransportEvent::Closed { by: ClosedBy::Proxy, how: CloseHow::Fin });
+        }
+        conn.route.finish(conn.id);
+        conn.forwarding.pool.note_freed();
     }
-    route.finish(id);
-    pool.note_freed();
+}
+
+/// A connection's two sockets as the two directions' halves (replica → master, master → replica).
+fn halves(replica: TcpStream, master: TcpStream, window: usize) -> (Halves, Halves) {
+    let (replica_rd, replica_wr) = replica.into_split();
+    let (master_rd, master_wr) = master.into_split();
+    (
+        Halves { from: replica_rd, to: master_wr, line: DelayLine::new(window) },
+        Halves { from: master_rd, to: replica_wr, line: DelayLine::new(window) },
+    )
+}
+
+/// Moves the connection to the data plane and forwards there to its end. `None` if the data plane's
+/// task did not come back (the process is stopping); the connection is then over.
+async fn hand_over(conn: Conn, up: Halves, down: Halves, data: &Handle) -> Option<Conn> {
+    let detached =
+        planes::detach(up.from, down.to).and_then(|replica| Ok((replica, planes::detach(down.from, up.to)?)));
+    let (replica, master) = match detached {
+        Ok(sockets) => sockets,
+        Err(e) => {
+            tracing::warn!(route = conn.route.name(), link = conn.id.0, error = %e, "could not move a link to the data plane; it is closed");
+            conn.route
+                .on_transport(conn.id, TransportEvent::Closed { by: ClosedBy::Proxy, how: CloseHow::Error(e.kind()) });
+            return Some(conn);
+        }
+    };
+    let (up_line, down_line) = (up.line, down.line);
+    let task = data.spawn(async move {
+        let attached = planes::attach(replica).and_then(|r| Ok((r, planes::attach(master)?)));
+        let (replica, master) = match attached {
+            Ok(sockets) => sockets,
+            Err(e) => {
+                tracing::warn!(route = conn.route.name(), link = conn.id.0, error = %e, "could not move a link to the data plane; it is closed");
+                conn.route.on_transport(conn.id, TransportEvent::Closed { by: ClosedBy::Proxy, how: CloseHow::Error(e.kind()) });
+                return conn;
+            }
+        };
+        let (mut up, mut down) = halves(replica, master, 0);
+        (up.line, down.line) = (up_line, down_line);
+        tokio::join!(
+            pump(&conn, up, Direction::ReplicaToMaster, None),
+            pump(&conn, down, Direction::MasterToReplica, None),
+        );
+        conn
+    });
+    task.await.ok()
+}
+
+/// Goes on forwarding a direction that handed over (on this plane, for good); nothing for one that ended.
+async fn resume(conn: &Conn, pumped: Pumped, direction: Direction) {
+    if let Pumped::HandedOver(halves) = pumped {
+        pump(conn, halves, direction, None).await;
+    }
 }
 
 fn sides(direction: Direction) -> (Side, Side) {
@@ -118,6 +195,30 @@ fn sides(direction: Direction) -> (Side, Side) {
         Direction::MasterToReplica => (Side::Master, Side::Replica),
         Direction::ReplicaToMaster => (Side::Replica, Side::Master),
     }
+}
+
+/// One connection as its pumps see it.
+struct Conn {
+    route: Arc<Route>,
+    id: LinkId,
+    buffer: usize,
+    forwarding: Arc<Forwarding>,
+    ends: Ends,
+}
+
+/// One direction's sockets, and its chunks still in flight under a latency fault.
+struct Halves {
+    from: OwnedReadHalf,
+    to: OwnedWriteHalf,
+    line: DelayLine,
+}
+
+/// How a pump stopped.
+enum Pumped {
+    /// Its direction is over (the source ended, a side failed, or the connection was cut or stopped).
+    Ended,
+    /// The connection moves to the data plane, between two reads.
+    HandedOver(Halves),
 }
 
 /// What the two pumps of a connection share: a way to stop both, and which sides must be closed with a
@@ -158,26 +259,29 @@ fn read_size(busy: bool, faults: bool, buffer: usize) -> usize {
 /// How often a pump looks at the faults while its source is idle (so time triggers act on quiet links).
 const FAULT_TICK: Duration = Duration::from_millis(100);
 
+/// Completes when the connection is to move to the data plane; never without a `handover` token.
+async fn handed_over(handover: Option<&CancellationToken>) {
+    match handover {
+        Some(token) => token.cancelled().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Moves bytes one way until the source ends, a side fails, the connection is aborted, or a fault
-/// cuts it. Under a latency fault the chunks wait in a bounded [`DelayLine`] while reading goes on.
-#[allow(clippy::too_many_arguments)]
-async fn pump(
-    route: &Route,
-    id: LinkId,
-    from: OwnedReadHalf,
-    mut to: OwnedWriteHalf,
-    direction: Direction,
-    buffer: usize,
-    pool: &BufferPool,
-    ends: &Ends,
-) {
+/// cuts it; or, given a `handover` token, until this direction carries a transfer (it then cancels the
+/// token) or the other one does (the token is cancelled). Under a latency fault the chunks wait in a
+/// bounded [`DelayLine`] while reading goes on.
+async fn pump(conn: &Conn, halves: Halves, direction: Direction, handover: Option<&CancellationToken>) -> Pumped {
+    let Conn { route, id, buffer, forwarding, ends } = conn;
+    let (route, id, buffer, pool) = (&**route, *id, *buffer, &forwarding.pool);
+    let Halves { from, mut to, mut line } = halves;
     let (source, sink) = sides(direction);
     let abort = &ends.abort;
-    let mut line = DelayLine::new(LATENCY_WINDOW.max(buffer));
     // Whether the last read brought more than a small buffer holds (or filled one): the source is busy,
     // so the next read asks for a large buffer.
     let mut busy = false;
     let mut turn = 0usize;
+    let mut moved = 0u64;
     loop {
         if turn >= TURN {
             turn = 0;
@@ -204,14 +308,15 @@ async fn pump(
                 if ends.must_reset(sink) {
                     reset(to);
                 }
-                return;
+                return Pumped::Ended;
             }
             _ = tokio::time::sleep(FAULT_TICK), if ticking => None,
+            _ = handed_over(handover) => return Pumped::HandedOver(Halves { from, to, line }),
             _ = abort.cancelled() => {
                 if ends.must_reset(sink) {
                     reset(to);
                 }
-                return;
+                return Pumped::Ended;
             }
         };
         let n = match read {
@@ -229,7 +334,7 @@ async fn pump(
                 if ends.must_reset(sink) {
                     reset(to);
                 }
-                return;
+                return Pumped::Ended;
             }
             Some(Ok(0)) => {
                 route.on_transport(id, TransportEvent::Closed { by: source.into(), how: CloseHow::Fin });
@@ -237,7 +342,7 @@ async fn pump(
                 if drain(route, id, &mut to, sink, &mut line, ends).await.is_ok() {
                     let _ = to.shutdown().await;
                 }
-                return;
+                return Pumped::Ended;
             }
             Some(Ok(n)) => n,
             Some(Err(e)) if e.kind() == ErrorKind::Interrupted => continue,
@@ -247,12 +352,13 @@ async fn pump(
                 route.on_transport(id, TransportEvent::Closed { by: source.into(), how });
                 ends.pass_reset_to(sink);
                 reset(to);
-                return;
+                return Pumped::Ended;
             }
         };
         let Some(lease) = lease else { continue };
         busy = n >= SMALL || n == lease.len();
         turn += n;
+        moved += n as u64;
         let data = &lease.as_slice()[..n];
         {
             let mut reader = ends.reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -269,7 +375,13 @@ async fn pump(
             if ends.must_reset(sink) {
                 reset(to);
             }
-            return;
+            return Pumped::Ended;
+        }
+        if let Some(token) = handover
+            && planes::carries_a_transfer(n, moved)
+        {
+            token.cancel();
+            return Pumped::HandedOver(Halves { from, to, line });
         }
     }
 }

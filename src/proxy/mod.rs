@@ -7,6 +7,7 @@ pub mod conn;
 pub mod http;
 pub mod introspect;
 pub mod memory;
+pub mod planes;
 pub mod pool;
 pub mod route;
 pub mod shared;
@@ -23,6 +24,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use planes::Forwarding;
 use pool::BufferPool;
 pub use route::Route;
 pub use shared::Shared;
@@ -209,8 +211,8 @@ pub struct Proxy {
     stop: CancellationToken,
     /// The number of the last accept loop started.
     last_loop: u64,
-    /// Every link's forwarding buffers.
-    pool: Arc<BufferPool>,
+    /// Every link's forwarding buffers, and the data plane links move to.
+    forwarding: Arc<Forwarding>,
 }
 
 async fn bind_route(r: &RouteConfig) -> Result<(TcpListener, String), ProxyError> {
@@ -280,10 +282,18 @@ impl Proxy {
         }
         let (tx, reloads) = mpsc::channel(4);
         let reloader = Reloader { tx, table: Arc::clone(&table) };
-        let pool = Arc::new(BufferPool::new(config.buffer_pool));
-        let proxy = Proxy { config, http: Some(http), table, slots, reloads, reloader, stop, last_loop: 0, pool };
+        let forwarding = Arc::new(Forwarding::new(BufferPool::new(config.buffer_pool), None));
+        let proxy = Proxy { config, http: Some(http), table, slots, reloads, reloader, stop, last_loop: 0, forwarding };
         proxy.publish();
         Ok(proxy)
+    }
+
+    /// Forwards transfers on `data` (a multi-thread runtime): each link starts on the runtime that runs
+    /// the proxy and moves to `data` once it carries a transfer, so accepting, the HTTP API and new
+    /// links' handshakes never wait behind busy links. Without it every link stays on the proxy's runtime.
+    pub fn with_data_plane(mut self, data: tokio::runtime::Handle) -> Proxy {
+        self.forwarding = Arc::new(Forwarding::new(BufferPool::new(self.config.buffer_pool), Some(data)));
+        self
     }
 
     /// Where the first route's replicas connect.
@@ -338,7 +348,7 @@ impl Proxy {
             let Some(listener) = slot.pending.take() else { continue };
             let master = slot.config.borrow().master.clone();
             warn_unresolved(&slot.route, &master).await;
-            start_loop(&mut loops, &mut self.last_loop, slot, listener, &stop, &self.pool);
+            start_loop(&mut loops, &mut self.last_loop, slot, listener, &stop, &self.forwarding);
             slot.introspect(&stop);
         }
         let listens: Vec<String> =
@@ -353,14 +363,14 @@ impl Proxy {
         // And memory freed since (buffers, closed links) goes back to the system.
         let ticker_table = Arc::clone(&self.table);
         let ticker_stop = stop.clone();
-        let ticker_pool = Arc::clone(&self.pool);
+        let ticker_forwarding = Arc::clone(&self.forwarding);
         let ticker = tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tokio::select! {
                     _ = every.tick() => {
                         ticker_table.tick();
-                        if ticker_pool.take_released() {
+                        if ticker_forwarding.pool.take_released() {
                             memory::trim();
                         }
                     }
@@ -479,7 +489,7 @@ impl Proxy {
                     old.cancel();
                 }
                 slot.accepting = Some((addr, self.stop.child_token()));
-                start_loop(loops, &mut self.last_loop, slot, listener, &self.stop, &self.pool);
+                start_loop(loops, &mut self.last_loop, slot, listener, &self.stop, &self.forwarding);
             }
         }
         // The table in the file's order, draining routes last (as they were).
@@ -504,10 +514,10 @@ fn start_loop(
     slot: &mut Slot,
     listener: TcpListener,
     stop: &CancellationToken,
-    pool: &Arc<BufferPool>,
+    forwarding: &Arc<Forwarding>,
 ) {
     let Some((addr, accepting)) = slot.accepting.clone() else { return };
-    let pool = Arc::clone(pool);
+    let forwarding = Arc::clone(forwarding);
     *last_loop += 1;
     let n = *last_loop;
     slot.loops.insert(n);
@@ -516,7 +526,7 @@ fn start_loop(
     tracing::info!(route = route.name(), master = %config.borrow().master, listen = %addr, "route accepting");
     let stop = stop.clone();
     loops.spawn(async move {
-        accept_loop(Arc::clone(&route), listener, config, accepting, stop, pool).await;
+        accept_loop(Arc::clone(&route), listener, config, accepting, stop, forwarding).await;
         (route.name().to_string(), n)
     });
 }
@@ -529,7 +539,7 @@ async fn accept_loop(
     config: watch::Receiver<Arc<RouteConfig>>,
     accepting: CancellationToken,
     stop: CancellationToken,
-    pool: Arc<BufferPool>,
+    forwarding: Arc<Forwarding>,
 ) {
     let mut conns = JoinSet::new();
     loop {
@@ -557,7 +567,7 @@ async fn accept_loop(
                     Arc::clone(&route),
                     master,
                     r.buffer,
-                    Arc::clone(&pool),
+                    Arc::clone(&forwarding),
                     stream,
                     id,
                     stop.child_token(),
