@@ -149,23 +149,12 @@ pub struct Diagnosis {
     /// Whether the replica came back within the window, and if so whether it asked for a full sync.
     #[serde(skip)]
     pub came_back: Option<bool>,
-    /// The later facts already taken into account: the link each came from, and which it was.
-    #[serde(skip)]
-    pub facts_seen: Vec<(u64, LaterKind)>,
 }
 
 impl Diagnosis {
     /// A first answer, settled if its rule says nothing later can change it.
     pub fn new(cause: Cause, settlement: Settlement, evidence: Evidence) -> Self {
-        let mut d = Diagnosis {
-            first: cause,
-            cause,
-            settled: false,
-            evidence,
-            settlement,
-            came_back: None,
-            facts_seen: vec![],
-        };
+        let mut d = Diagnosis { first: cause, cause, settled: false, evidence, settlement, came_back: None };
         d.settled = d.reached_settlement();
         d
     }
@@ -211,42 +200,22 @@ pub enum Later {
     },
 }
 
-/// Which later fact, as a diagnosis remembers having taken it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LaterKind {
-    /// The replica came back.
-    CameBack,
-    /// The replica came back asking for a full sync.
-    CameBackForFullSync,
-    /// The master refused a connection.
-    MasterRefused,
-}
-
-impl Later {
-    /// Which fact this is.
-    pub fn kind(self) -> LaterKind {
-        match self {
-            Later::CameBack { asked_full: false, .. } => LaterKind::CameBack,
-            Later::CameBack { asked_full: true, .. } => LaterKind::CameBackForFullSync,
-            Later::MasterRefused { .. } => LaterKind::MasterRefused,
-        }
-    }
-}
-
-/// Refines a diagnosis with a later fact from link `source` (each fact is taken once).
-pub fn refine(d: &mut Diagnosis, closed_at: Timestamp, source: u64, fact: Later) {
+/// Refines a diagnosis with a later fact. Taking the same fact again changes nothing, so the caller may
+/// offer every fact it knows on every pass: the replica's first return is told (and its first return
+/// asking for a full sync, if that came later), not every connection from it since (a replica in a
+/// loop, or hundreds from one host, would otherwise grow the evidence without bound).
+pub fn refine(d: &mut Diagnosis, closed_at: Timestamp, fact: Later) {
     if d.settled {
         return;
     }
-    let key = (source, fact.kind());
-    if d.facts_seen.contains(&key) {
-        return;
-    }
-    d.facts_seen.push(key);
     match fact {
         Later::CameBack { at, asked_full } => {
             let after = at.since(closed_at);
-            if after > CAME_BACK_WINDOW {
+            let news = match d.came_back {
+                None => true,
+                Some(full) => asked_full && !full,
+            };
+            if after > CAME_BACK_WINDOW || !news {
                 return;
             }
             d.evidence.later.push(format!(
@@ -479,6 +448,30 @@ mod tests {
         links.on_bytes(back, Direction::ReplicaToMaster, &resp(&["PING"]), ms(5002));
         links.diagnose(ms(5003));
         assert_eq!(cause(&links, id), (Cause::ReplicaTimeout, Cause::ReplicaTimeout, true));
+    }
+
+    #[test]
+    fn a_replica_that_comes_back_again_and_again_is_told_once_in_the_evidence() {
+        let mut links = Fed::new();
+        let id = streaming(&mut links, 0);
+        // A master close waits for a refused connection, so every return is offered to it, pass after pass.
+        close(&mut links, id, ClosedBy::Master, CloseHow::Fin, 1500);
+        for i in 0..50u64 {
+            let at = 1600 + i * 10;
+            let back = links.open(Some([10, 0, 0, 2].into()), ms(at));
+            links.on_bytes(back, Direction::ReplicaToMaster, &resp(&["REPLCONF", "listening-port", "6390"]), ms(at));
+            links.diagnose(ms(at + 1));
+            if i == 20 {
+                links.on_bytes(back, Direction::ReplicaToMaster, &resp(&["PSYNC", "?", "-1"]), ms(at + 2));
+                links.diagnose(ms(at + 3));
+            }
+        }
+        let d = links.get(id).and_then(|l| l.diagnosis.clone()).expect("diagnosed");
+        assert_eq!(
+            d.evidence.later,
+            vec!["the replica came back after 0.1 s", "the replica came back after 0.3 s asking for a full sync"],
+        );
+        assert_eq!(d.came_back, Some(true));
     }
 
     #[test]

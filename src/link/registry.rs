@@ -325,7 +325,10 @@ impl Links {
             candidates.extend_from_slice(&refused);
             // Two endpoints must be equal; an address is compared only when one side has no endpoint.
             let by_address = if endpoint.is_some() { &by_ip_without_endpoint } else { &by_ip };
-            if let Some(ep) = &endpoint {
+            // A replica known to have come back asking for a full sync has nothing more to tell.
+            if let Some(ep) = &endpoint
+                && d.came_back != Some(true)
+            {
                 candidates.extend(by_endpoint.get(ep.as_str()).into_iter().flatten());
             }
             // Known by its address alone, one connection coming back is as good as many: once the link
@@ -352,7 +355,7 @@ impl Links {
                     Later::MasterRefused { .. } => true,
                 };
                 if other != id && after_close && same_replica {
-                    cause::refine(d, close.at, other.0, *fact);
+                    cause::refine(d, close.at, *fact);
                 }
             }
             if let Some(rate) = write_rate {
