@@ -370,6 +370,7 @@ impl Proxy {
                 tokio::select! {
                     _ = every.tick() => {
                         ticker_table.tick();
+                        ticker_forwarding.pool.idle();
                         if ticker_forwarding.pool.take_released() {
                             memory::trim();
                         }

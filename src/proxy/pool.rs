@@ -4,8 +4,9 @@
 //! faults) while the pool's budget for large buffers lasts; everything else reads through a small one. So an idle or handshaking link costs no buffer, a
 //! lone busy link gets the throughput of a large one, and 500 busy links share a bounded amount.
 //!
-//! Buffers given back are kept for reuse up to a small reserve; the rest are freed, and the allocator
-//! is asked to hand freed memory back to the system ([`crate::proxy::memory`]).
+//! Buffers given back are kept for reuse up to a small reserve while data flows; the rest are freed, and
+//! the reserve too once a whole tick of the proxy's clock passed without a read ([`BufferPool::idle`]).
+//! The allocator is then asked to hand freed memory back to the system ([`crate::proxy::memory`]).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -27,6 +28,8 @@ pub struct BufferPool {
     free: Mutex<Free>,
     /// Set when a buffer was freed rather than kept: memory the allocator may give back.
     released: AtomicBool,
+    /// Set by every lend; cleared by [`BufferPool::idle`].
+    lent: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -43,6 +46,7 @@ impl BufferPool {
             large_out: AtomicUsize::new(0),
             free: Mutex::new(Free::default()),
             released: AtomicBool::new(false),
+            lent: AtomicBool::new(false),
         }
     }
 
@@ -57,6 +61,7 @@ impl BufferPool {
                 })
                 .is_ok();
         let size = if fits { want } else { SMALL };
+        self.lent.store(true, Ordering::Relaxed);
         let buf = self.take(size).unwrap_or_else(|| vec![0u8; size].into_boxed_slice());
         Lease { pool: self, buf: Some(buf) }
     }
@@ -79,6 +84,25 @@ impl BufferPool {
     /// Whether buffers were freed since the last call (the allocator may then give memory back).
     pub fn take_released(&self) -> bool {
         self.released.swap(false, Ordering::AcqRel)
+    }
+
+    /// Called once per tick: frees the reserve if nothing was lent since the last call (no link read
+    /// anything), so a proxy whose links went quiet holds no buffers. Returns whether it freed any.
+    pub fn idle(&self) -> bool {
+        if self.lent.swap(false, Ordering::AcqRel) {
+            return false;
+        }
+        let buffers = {
+            let mut free = self.lock();
+            free.bytes = 0;
+            std::mem::take(&mut free.buffers)
+        };
+        let freed = !buffers.is_empty();
+        drop(buffers);
+        if freed {
+            self.released.store(true, Ordering::Release);
+        }
+        freed
     }
 
     fn take(&self, size: usize) -> Option<Box<[u8]>> {
@@ -163,6 +187,22 @@ mod tests {
         assert_eq!(pool.lend(1 << 20).len(), 1 << 20, "room again once one came back");
         drop((b, c));
         assert_eq!(pool.large_out(), 0);
+    }
+
+    #[test]
+    fn the_reserve_is_freed_after_a_tick_without_a_read_and_kept_while_reads_go_on() {
+        let pool = BufferPool::new(64 << 20);
+        drop(pool.lend(1 << 20));
+        assert!(!pool.idle(), "a read since the last tick: the reserve stays");
+        assert_eq!(pool.reserved(), 1 << 20);
+        let out = pool.lend(1 << 20);
+        drop(pool.lend(SMALL));
+        assert!(!pool.idle());
+        assert!(pool.idle(), "a tick without a read frees the reserve");
+        assert_eq!(pool.reserved(), 0);
+        assert!(pool.take_released(), "and says the allocator may give it back");
+        assert!(!pool.idle(), "nothing left to free");
+        assert_eq!(out.len(), 1 << 20, "a buffer lent out is not the pool's to free");
     }
 
     #[test]
