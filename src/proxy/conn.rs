@@ -6,8 +6,8 @@
 //! slows the sender exactly as it would without the proxy. A connection starts on the control plane
 //! and moves to the data plane once a direction carries a transfer ([`crate::proxy::planes`]), so new
 //! links are accepted, dialled and answered while others transfer at full speed; after each [`TURN`]
-//! bytes a pump lets the other tasks of its plane run. A FIN is passed on as a FIN (half-close), a reset as a reset. Time spent waiting for a
-//! receiver that is not reading is measured.
+//! bytes a pump lets the other tasks of its plane run. A FIN is passed on as a FIN (half-close), a
+//! reset as a reset. Time spent waiting for a receiver that is not reading is measured.
 
 use std::io::ErrorKind;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -111,7 +111,7 @@ pub async fn serve(
         },
     };
     let window = LATENCY_WINDOW.max(buffer);
-    let (up, down) = halves(replica, master_stream, window);
+    let (up, down) = halves(replica, master_stream, [DelayLine::new(window), DelayLine::new(window)]);
     let handover = conn.forwarding.data_plane().map(|_| CancellationToken::new());
     let (up, down) = tokio::join!(
         pump(&conn, up, Direction::ReplicaToMaster, handover.as_ref()),
@@ -137,14 +137,18 @@ pub async fn serve(
     }
 }
 
-/// A connection's two sockets as the two directions' halves (replica → master, master → replica).
-fn halves(replica: TcpStream, master: TcpStream, window: usize) -> (Halves, Halves) {
+/// A connection's two sockets as the two directions' halves (replica → master, master → replica), each
+/// with its delay line.
+fn halves(replica: TcpStream, master: TcpStream, [up, down]: [DelayLine; 2]) -> (Halves, Halves) {
     let (replica_rd, replica_wr) = replica.into_split();
     let (master_rd, master_wr) = master.into_split();
-    (
-        Halves { from: replica_rd, to: master_wr, line: DelayLine::new(window) },
-        Halves { from: master_rd, to: replica_wr, line: DelayLine::new(window) },
-    )
+    (Halves { from: replica_rd, to: master_wr, line: up }, Halves { from: master_rd, to: replica_wr, line: down })
+}
+
+/// A connection that could not be moved to the data plane is closed, and says why.
+fn not_moved(conn: &Conn, e: &std::io::Error) {
+    tracing::warn!(route = conn.route.name(), link = conn.id.0, error = %e, "could not move a link to the data plane; it is closed");
+    conn.route.on_transport(conn.id, TransportEvent::Closed { by: ClosedBy::Proxy, how: CloseHow::Error(e.kind()) });
 }
 
 /// Moves the connection to the data plane and forwards there to its end. `None` if the data plane's
@@ -155,25 +159,21 @@ async fn hand_over(conn: Conn, up: Halves, down: Halves, data: &Handle) -> Optio
     let (replica, master) = match detached {
         Ok(sockets) => sockets,
         Err(e) => {
-            tracing::warn!(route = conn.route.name(), link = conn.id.0, error = %e, "could not move a link to the data plane; it is closed");
-            conn.route
-                .on_transport(conn.id, TransportEvent::Closed { by: ClosedBy::Proxy, how: CloseHow::Error(e.kind()) });
+            not_moved(&conn, &e);
             return Some(conn);
         }
     };
-    let (up_line, down_line) = (up.line, down.line);
+    let lines = [up.line, down.line];
     let task = data.spawn(async move {
         let attached = planes::attach(replica).and_then(|r| Ok((r, planes::attach(master)?)));
         let (replica, master) = match attached {
             Ok(sockets) => sockets,
             Err(e) => {
-                tracing::warn!(route = conn.route.name(), link = conn.id.0, error = %e, "could not move a link to the data plane; it is closed");
-                conn.route.on_transport(conn.id, TransportEvent::Closed { by: ClosedBy::Proxy, how: CloseHow::Error(e.kind()) });
+                not_moved(&conn, &e);
                 return conn;
             }
         };
-        let (mut up, mut down) = halves(replica, master, 0);
-        (up.line, down.line) = (up_line, down_line);
+        let (up, down) = halves(replica, master, lines);
         tokio::join!(
             pump(&conn, up, Direction::ReplicaToMaster, None),
             pump(&conn, down, Direction::MasterToReplica, None),
