@@ -31,6 +31,12 @@ impl Timestamp {
         self.0
     }
 
+    /// This timestamp moved back by `d` (saturating at the epoch).
+    pub fn minus(self, d: Duration) -> Timestamp {
+        let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        Timestamp(self.0.saturating_sub(micros))
+    }
+
     /// Time elapsed from `earlier` to `self`; zero if `earlier` is later.
     pub fn since(self, earlier: Timestamp) -> Duration {
         Duration::from_micros(self.0.saturating_sub(earlier.0))

@@ -11,7 +11,7 @@ pub mod parse;
 
 use std::time::Duration;
 
-use redis_protocol::resp2::types::OwnedFrame;
+use crate::wire::resp::Value;
 
 pub use parse::{ReplicaClient, ReplicaLine, ReplicationInfo};
 
@@ -285,28 +285,28 @@ impl Poll {
     }
 
     /// Reads the replies (in the order asked) into a report, with what went wrong.
-    pub fn answer(&self, replies: &[OwnedFrame], at: Timestamp) -> (MasterReport, Vec<Problem>) {
+    pub fn answer(&self, replies: &[Value], at: Timestamp) -> (MasterReport, Vec<Problem>) {
         let mut report = MasterReport { at, ..Default::default() };
         let mut problems = Vec::new();
         let mut config = ConfigValues::default();
         let mut config_ok = self.config;
         for ((question, _), reply) in self.questions().into_iter().zip(replies) {
             let result = match (question, reply) {
-                (_, OwnedFrame::Error(e)) => Err(Problem {
+                (_, Value::Error(e)) => Err(Problem {
                     question,
                     failure: if e.starts_with("NOPERM") { Failure::Forbidden } else { Failure::Reply },
                     detail: e.clone(),
                 }),
-                (Question::Config, OwnedFrame::Array(pairs)) => parse::config_pairs(pairs, &mut config),
-                (Question::InfoReplication, OwnedFrame::BulkString(text)) => {
+                (Question::Config, Value::Array(pairs)) => parse::config_pairs(pairs, &mut config),
+                (Question::InfoReplication, Value::BulkString(text)) => {
                     report.replication = Some(parse::info_replication(&String::from_utf8_lossy(text)));
                     Ok(())
                 }
-                (Question::InfoServer, OwnedFrame::BulkString(text)) => {
+                (Question::InfoServer, Value::BulkString(text)) => {
                     report.version = Some(parse::info_server(&String::from_utf8_lossy(text)));
                     Ok(())
                 }
-                (Question::ClientList, OwnedFrame::BulkString(text) | OwnedFrame::SimpleString(text)) => {
+                (Question::ClientList, Value::BulkString(text) | Value::SimpleString(text)) => {
                     report.clients = Some(parse::client_list(&String::from_utf8_lossy(text)));
                     Ok(())
                 }
@@ -330,14 +330,14 @@ impl Poll {
     }
 }
 
-fn frame_kind(f: &OwnedFrame) -> &'static str {
+fn frame_kind(f: &Value) -> &'static str {
     match f {
-        OwnedFrame::SimpleString(_) => "simple string",
-        OwnedFrame::Error(_) => "error",
-        OwnedFrame::Integer(_) => "integer",
-        OwnedFrame::BulkString(_) => "bulk string",
-        OwnedFrame::Array(_) => "array",
-        OwnedFrame::Null => "null",
+        Value::SimpleString(_) => "simple string",
+        Value::Error(_) => "error",
+        Value::Integer(_) => "integer",
+        Value::BulkString(_) => "bulk string",
+        Value::Array(_) => "array",
+        Value::Null => "null",
     }
 }
 
@@ -345,12 +345,12 @@ fn frame_kind(f: &OwnedFrame) -> &'static str {
 mod tests {
     use super::*;
 
-    fn bulk(s: &str) -> OwnedFrame {
-        OwnedFrame::BulkString(s.as_bytes().to_vec())
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
     }
 
-    fn pairs(kv: &[&str]) -> OwnedFrame {
-        OwnedFrame::Array(kv.iter().map(|s| bulk(s)).collect())
+    fn pairs(kv: &[&str]) -> Value {
+        Value::Array(kv.iter().map(|s| bulk(s)).collect())
     }
 
     #[test]
@@ -398,7 +398,7 @@ mod tests {
     #[test]
     fn a_forbidden_config_leaves_the_rest_and_says_so_once() {
         let poll = Poll::full(true);
-        let noperm = OwnedFrame::Error("NOPERM User intro has no permissions to run the 'config|get' command".into());
+        let noperm = Value::Error("NOPERM User intro has no permissions to run the 'config|get' command".into());
         let mut replies = vec![noperm.clone(), noperm.clone(), noperm.clone(), noperm];
         replies.push(bulk("# Replication\r\nrole:master\r\nrepl_backlog_size:1048576\r\n"));
         replies.push(bulk(""));

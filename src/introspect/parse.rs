@@ -5,7 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use redis_protocol::resp2::types::OwnedFrame;
+use crate::wire::resp::Value;
 
 use crate::introspect::{ConfigValues, Failure, Problem, Question, ServerVersion};
 use crate::link::forecast::OutputBufferLimit;
@@ -144,9 +144,9 @@ fn yes_no(v: &str) -> Option<bool> {
 }
 
 /// Takes one `CONFIG GET` answer (name, value, name, value, …) into `into`.
-pub fn config_pairs(pairs: &[OwnedFrame], into: &mut ConfigValues) -> Result<(), Problem> {
-    let text = |f: &OwnedFrame| match f {
-        OwnedFrame::BulkString(b) | OwnedFrame::SimpleString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+pub fn config_pairs(pairs: &[Value], into: &mut ConfigValues) -> Result<(), Problem> {
+    let text = |f: &Value| match f {
+        Value::BulkString(b) | Value::SimpleString(b) => Some(String::from_utf8_lossy(b).into_owned()),
         _ => None,
     };
     let bad = |detail: String| Problem { question: Question::Config, failure: Failure::Reply, detail };
@@ -199,7 +199,7 @@ mod tests {
         );
         assert_eq!(replica_limit("normal 0 0 0"), None);
         let mut v = ConfigValues::default();
-        let odd = [OwnedFrame::BulkString(b"repl-timeout".to_vec())];
+        let odd = [Value::BulkString(b"repl-timeout".to_vec())];
         assert!(config_pairs(&odd, &mut v).is_err());
     }
 

@@ -17,6 +17,17 @@ use crate::link::{Change, Decoded, FaultTouch, Link, LinkKind, PairKey, Phase, T
 use crate::time::Timestamp;
 use crate::wire::{Event, MasterReply, WireEvent};
 
+/// What one diagnosis pass did, for the steps after it.
+#[derive(Debug, Default)]
+struct Pass {
+    /// Links whose diagnosis changed.
+    changed: Vec<LinkId>,
+    /// Links whose diagnosis settled in this pass.
+    newly_settled: Vec<LinkId>,
+    /// Links diagnosed in this pass.
+    newly_diagnosed: Vec<LinkId>,
+}
+
 /// A link's id: unique within its [`Links`], never reused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(transparent)]
@@ -243,37 +254,78 @@ impl Links {
         }
     }
 
-    /// Diagnoses links that closed, refines the diagnoses still open with what happened since, and settles
-    /// those whose window has passed. Returns the links whose diagnosis changed.
-    pub fn diagnose(&mut self, now: Timestamp) -> Vec<LinkId> {
-        use crate::link::cause::{self, Later};
-        use crate::link::rules::{self, Context};
+    /// Diagnoses one link that just closed, without looking at any other: what the driver calls on a close,
+    /// so a close costs the same with 10 links open or 10 000, and a thousand links closing at once cost
+    /// a thousand of these. Later facts (the replica coming back, the master refusing a connection) and
+    /// settling are the periodic pass's ([`Links::diagnose`]). Returns whether the link was diagnosed.
+    pub fn diagnose_closed(&mut self, id: LinkId, now: Timestamp) -> bool {
         let write_rate = self.write_rate.rate(now);
-        let mut changed = Vec::new();
-        let mut newly_settled = Vec::new();
-        let mut newly_diagnosed = Vec::new();
-        for (id, link) in self.links.iter_mut() {
-            if link.close.is_some() && link.diagnosis.is_none() && !self.undiagnosable.contains(id) {
-                match rules::classify(link, Context { write_rate, settings: link.settings }) {
-                    Some(d) => {
-                        self.changes.push(Change::Diagnosed { link: *id, cause: d.cause });
-                        if d.settled {
-                            newly_settled.push(*id);
-                        }
-                        link.diagnosis = Some(d);
-                        changed.push(*id);
-                        newly_diagnosed.push(*id);
-                    }
-                    None => {
-                        self.undiagnosable.insert(*id);
-                    }
+        let mut pass = Pass::default();
+        self.classify(id, write_rate, &mut pass);
+        self.after_pass(&mut pass);
+        !pass.changed.is_empty()
+    }
+
+    /// Diagnoses links that closed, refines the diagnoses still open with what happened since, and settles
+    /// those whose window has passed; clears the records of replicas streaming long enough and forgets
+    /// those gone for the forget-after. One pass costs O(links + open diagnoses × the facts that can still
+    /// concern them), so the driver runs it on its clock's tick, not per event. Returns the links whose
+    /// diagnosis changed.
+    pub fn diagnose(&mut self, now: Timestamp) -> Vec<LinkId> {
+        let write_rate = self.write_rate.rate(now);
+        let mut pass = Pass::default();
+        let closed: Vec<LinkId> = self
+            .links
+            .iter()
+            .filter(|(id, l)| l.close.is_some() && l.diagnosis.is_none() && !self.undiagnosable.contains(id))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in closed {
+            self.classify(id, write_rate, &mut pass);
+        }
+        self.refine_open(write_rate, now, &mut pass);
+        self.after_pass(&mut pass);
+        self.clear_streaming(now);
+        self.forget_replicas(now);
+        pass.changed
+    }
+
+    /// Classifies a closed, undiagnosed link (nothing if it is open, diagnosed, or needs no diagnosis).
+    fn classify(&mut self, id: LinkId, write_rate: Option<f64>, pass: &mut Pass) {
+        use crate::link::rules::{self, Context};
+        let Some(link) = self.links.get_mut(&id) else { return };
+        if link.close.is_none() || link.diagnosis.is_some() || self.undiagnosable.contains(&id) {
+            return;
+        }
+        match rules::classify(link, Context { write_rate, settings: link.settings }) {
+            Some(d) => {
+                self.changes.push(Change::Diagnosed { link: id, cause: d.cause });
+                if d.settled {
+                    pass.newly_settled.push(id);
                 }
+                link.diagnosis = Some(d);
+                pass.changed.push(id);
+                pass.newly_diagnosed.push(id);
             }
+            None => {
+                self.undiagnosable.insert(id);
+            }
+        }
+    }
+
+    /// Offers the open diagnoses the later facts that may concern them, teaches them the write rate, and
+    /// settles those whose window has passed.
+    fn refine_open(&mut self, write_rate: Option<f64>, now: Timestamp, pass: &mut Pass) {
+        use crate::link::cause::{self, Later};
+        use crate::link::rules;
+        // Nothing is open: no fact can change anything (the common case, and the one that must be cheap).
+        if !self.links.values().any(|l| l.diagnosis.as_ref().is_some_and(|d| !d.settled)) {
+            return;
         }
         // Later facts: replicas coming back, connections to the master refused. A replica coming back is
         // known by its endpoint, or, before it could announce one (a master that does not answer PING), by
         // its address.
-        let mut facts: Vec<(LinkId, Option<String>, Option<std::net::IpAddr>, Later)> = Vec::new();
+        let mut facts: Vec<(LinkId, Option<String>, Option<IpAddr>, Later)> = Vec::new();
         for (id, link) in &self.links {
             // A health probe from the replica's host is not the replica coming back.
             if matches!(link.kind, LinkKind::Replication | LinkKind::Pending)
@@ -291,10 +343,11 @@ impl Links {
             }
         }
         // Which facts may concern a replica: by its endpoint, or by its address for links that could not
-        // announce one (the test below still decides), so each link looks at its own replica's facts only.
+        // announce one (the test below still decides), so each link looks at its own replica's facts only;
+        // each list in time order, so a diagnosis looks only at the facts from after its close.
         let mut by_endpoint: HashMap<&str, Vec<usize>> = HashMap::new();
-        let mut by_ip: HashMap<std::net::IpAddr, Vec<usize>> = HashMap::new();
-        let mut by_ip_without_endpoint: HashMap<std::net::IpAddr, Vec<usize>> = HashMap::new();
+        let mut by_ip: HashMap<IpAddr, Vec<usize>> = HashMap::new();
+        let mut by_ip_without_endpoint: HashMap<IpAddr, Vec<usize>> = HashMap::new();
         let mut refused = Vec::new();
         for (i, (_, ep, ip, fact)) in facts.iter().enumerate() {
             match fact {
@@ -312,6 +365,15 @@ impl Links {
                 }
             }
         }
+        let at = |i: &usize| match facts[*i].3 {
+            Later::CameBack { at, .. } | Later::MasterRefused { at } => at,
+        };
+        for list in by_endpoint.values_mut().chain(by_ip.values_mut()).chain(by_ip_without_endpoint.values_mut()) {
+            list.sort_by_key(at);
+        }
+        refused.sort_by_key(at);
+        // Where the facts of a list from `since` on begin.
+        let from = |list: &[usize], since: Timestamp| list.partition_point(|i| at(i) < since);
         let mut candidates = Vec::new();
         for (id, link) in self.links.iter_mut() {
             if link.diagnosis.as_ref().is_none_or(|d| d.settled) {
@@ -321,28 +383,30 @@ impl Links {
             let peer = link.peer_ip;
             let (Some(d), Some(close)) = (link.diagnosis.as_mut(), link.close) else { continue };
             let before = (d.cause, d.settled, d.evidence.later.len());
+            // A replica may reconnect before the proxy has read its close: allow a second.
+            let came_back_since = close.at.minus(Duration::from_secs(1));
             candidates.clear();
-            candidates.extend_from_slice(&refused);
+            candidates.extend_from_slice(&refused[from(&refused, close.at)..]);
             // Two endpoints must be equal; an address is compared only when one side has no endpoint.
             let by_address = if endpoint.is_some() { &by_ip_without_endpoint } else { &by_ip };
             // A replica known to have come back asking for a full sync has nothing more to tell.
             if let Some(ep) = &endpoint
                 && d.came_back != Some(true)
+                && let Some(list) = by_endpoint.get(ep.as_str())
             {
-                candidates.extend(by_endpoint.get(ep.as_str()).into_iter().flatten());
+                candidates.extend_from_slice(&list[from(list, came_back_since)..]);
             }
             // Known by its address alone, one connection coming back is as good as many: once the link
-            // has one, the others from its host are not looked at again (with hundreds of links opening
-            // from one host, each looking at all the others made every close cost a pass over them all).
+            // has one, the others from its host are not looked at again.
             if let Some(peer) = peer
                 && d.came_back.is_none()
+                && let Some(list) = by_address.get(&peer)
             {
-                candidates.extend(by_address.get(&peer).into_iter().flatten());
+                candidates.extend_from_slice(&list[from(list, came_back_since)..]);
             }
             candidates.sort_unstable();
             candidates.dedup();
             for (other, ep, ip, fact) in candidates.iter().map(|&i| &facts[i]) {
-                // A replica may reconnect before the proxy has read its close: allow a second.
                 let after_close = match fact {
                     Later::CameBack { at, .. } => at.plus(Duration::from_secs(1)) >= close.at,
                     Later::MasterRefused { at } => *at >= close.at,
@@ -363,23 +427,29 @@ impl Links {
             }
             cause::settle(d, close.at, now);
             if before != (d.cause, d.settled, d.evidence.later.len()) {
-                changed.push(*id);
+                pass.changed.push(*id);
             }
             if d.settled {
-                newly_settled.push(*id);
+                pass.newly_settled.push(*id);
             }
         }
-        changed.sort();
-        changed.dedup();
-        newly_settled.sort();
-        for id in &newly_settled {
+    }
+
+    /// What a pass's new and settled diagnoses mean beyond their links: the changes that say so, and the
+    /// replicas' records.
+    fn after_pass(&mut self, pass: &mut Pass) {
+        pass.changed.sort();
+        pass.changed.dedup();
+        pass.newly_settled.sort();
+        pass.newly_settled.dedup();
+        for id in &pass.newly_settled {
             if let Some(d) = self.links.get(id).and_then(|l| l.diagnosis.as_ref()) {
                 self.changes.push(Change::Settled { link: *id, cause: d.cause, first: d.first });
             }
         }
         // Failed full syncs (ended before streaming) go on the replica's record once their cause settles;
         // a replica streaming long enough clears it.
-        for id in &newly_settled {
+        for id in &pass.newly_settled {
             let Some(link) = self.links.get(id) else { continue };
             let (Some(d), Some(ep)) = (&link.diagnosis, link.replica_endpoint()) else { continue };
             if let Some(close) = link.failed_full_sync()
@@ -390,7 +460,7 @@ impl Links {
         }
         // A partial resync the master dropped soon after accepting it counts at once (it is a fact of the
         // close, whatever its cause); any other end of the replica's link breaks the row.
-        for id in &newly_diagnosed {
+        for id in &pass.newly_diagnosed {
             let Some(link) = self.links.get(id) else { continue };
             let Some(ep) = link.replica_endpoint().filter(|_| link.kind == LinkKind::Replication) else { continue };
             match link.dropped_partial_resync() {
@@ -402,6 +472,10 @@ impl Links {
                 None => self.histories.partial_row_broken(&ep),
             }
         }
+    }
+
+    /// Clears the records of replicas whose link has been streaming long enough.
+    fn clear_streaming(&mut self, now: Timestamp) {
         let mut cleared = Vec::new();
         for link in self.links.values() {
             if link.kind == LinkKind::Replication
@@ -415,8 +489,6 @@ impl Links {
             }
         }
         self.changes.extend(cleared);
-        self.forget_replicas(now);
-        changed
     }
 
     /// Notes which replicas have an open link, and forgets those that have had none (and no closed link

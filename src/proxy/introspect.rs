@@ -11,8 +11,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis_protocol::resp2::decode::decode;
-use redis_protocol::resp2::types::OwnedFrame;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -21,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::introspect::{Failure, Introspection, Pace, Poll, Problem, Question};
 use crate::proxy::conn::{dial, tune};
 use crate::proxy::route::Route;
+use crate::wire::resp::{FrameReader, Limits, Value};
 
 /// How long dialling, and each round of answers, may take.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -96,13 +95,13 @@ async fn session(route: &Route, master: &str, how: &Introspection, said: &mut Sa
         Err(_) => return Ended { failure: Failure::Connect, detail: format!("no connection to {master} within 5 s") },
     };
     tune(&stream);
-    let mut conn = Conn { buf: Vec::with_capacity(64 << 10) };
+    let mut conn = Conn { buf: Vec::with_capacity(64 << 10), reader: FrameReader::new(ANSWER_LIMITS) };
     if let Some(auth) = how.auth_request() {
         let reply = match conn.ask(&mut stream, &auth, 1).await {
             Ok(mut r) => r.pop(),
             Err(e) => return e,
         };
-        if let Some(OwnedFrame::Error(e)) = reply {
+        if let Some(Value::Error(e)) = reply {
             // The master's words name the user at most, never the password.
             return Ended { failure: Failure::Auth, detail: format!("the master refused AUTH {}: {e}", how.who()) };
         }
@@ -186,26 +185,33 @@ fn warn_problem(route: &Route, how: &Introspection, p: &Problem) {
     );
 }
 
+/// How deep an answer may nest: `CONFIG GET` is an array of bulk strings, `INFO` and `CLIENT LIST` one
+/// bulk string; one more level is allowed for a server that wraps them. A master that answers deeper is
+/// wrong (or hostile), and gets the answer refused instead of a recursion as deep as it likes.
+pub const ANSWER_LIMITS: Limits = Limits { max_depth: 2, max_elements: 64 * 1024 };
+
 /// The client side of the connection: one buffer for the answers.
 struct Conn {
     buf: Vec<u8>,
+    /// The answer at the front of `buf`, checked as far as it has arrived.
+    reader: FrameReader,
 }
 
 impl Conn {
     /// Writes `request` and reads `n` replies, within [`ANSWER_TIMEOUT`].
-    async fn ask(&mut self, stream: &mut TcpStream, request: &[u8], n: usize) -> Result<Vec<OwnedFrame>, Ended> {
+    async fn ask(&mut self, stream: &mut TcpStream, request: &[u8], n: usize) -> Result<Vec<Value>, Ended> {
         match tokio::time::timeout(ANSWER_TIMEOUT, self.exchange(stream, request, n)).await {
             Ok(r) => r,
             Err(_) => Err(Ended::io("no answer within 5 s")),
         }
     }
 
-    async fn exchange(&mut self, stream: &mut TcpStream, request: &[u8], n: usize) -> Result<Vec<OwnedFrame>, Ended> {
+    async fn exchange(&mut self, stream: &mut TcpStream, request: &[u8], n: usize) -> Result<Vec<Value>, Ended> {
         stream.write_all(request).await.map_err(Ended::io)?;
         let mut replies = Vec::with_capacity(n);
         while replies.len() < n {
             // Check, then parse: a reply is taken only once it is whole.
-            match decode(&self.buf) {
+            match self.reader.next(&self.buf) {
                 Ok(Some((frame, used))) => {
                     self.buf.drain(..used);
                     replies.push(frame);
@@ -213,10 +219,7 @@ impl Conn {
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    return Err(Ended {
-                        failure: Failure::Reply,
-                        detail: format!("an answer that is not RESP: {e:?}"),
-                    });
+                    return Err(Ended { failure: Failure::Reply, detail: format!("an answer that is not RESP: {e}") });
                 }
             }
             if self.buf.len() > ANSWER_AT_MOST {

@@ -136,22 +136,9 @@ impl Route {
     pub fn on_bytes(&self, id: LinkId, direction: Direction, bytes: &[u8], reader: &mut Reader) {
         let now = self.now();
         let decoded = reader.read(direction, bytes, now);
-        // A replica asking to sync may be one coming back: earlier diagnoses may change.
-        let asked = decoded.events.iter().any(|e| {
-            matches!(
-                &e.event,
-                crate::wire::Event::Command {
-                    command: crate::wire::ReplicaCommand::Psync { .. } | crate::wire::ReplicaCommand::Sync
-                }
-            )
-        });
         let mut inner = self.lock();
         inner.links.on_decoded(id, decoded, now);
-        if asked {
-            self.diagnose(&mut inner, now);
-        } else {
-            publish(&mut inner, now);
-        }
+        publish(&mut inner, now);
     }
 
     /// Feeds a socket event to the link.
@@ -160,10 +147,9 @@ impl Route {
         let mut inner = self.lock();
         inner.links.on_transport(id, event, now);
         if matches!(event, TransportEvent::Closed { .. }) {
-            self.diagnose(&mut inner, now);
-        } else {
-            publish(&mut inner, now);
+            inner.links.diagnose_closed(id, now);
         }
+        publish(&mut inner, now);
     }
 
     /// The master could not be reached for this link.
@@ -171,7 +157,8 @@ impl Route {
         let now = self.now();
         let mut inner = self.lock();
         inner.links.on_connect_failed(id, error.kind(), error.to_string(), now);
-        self.diagnose(&mut inner, now);
+        inner.links.diagnose_closed(id, now);
+        publish(&mut inner, now);
     }
 
     /// The connection is over: the link moves to the closed ones once its diagnosis has settled.
@@ -180,7 +167,8 @@ impl Route {
         let mut inner = self.lock();
         self.shared.faults().forget(id);
         inner.finishing.insert(id);
-        self.diagnose(&mut inner, now);
+        publish(&mut inner, now);
+        self.put_away([id], &mut inner);
     }
 
     /// Takes what the master said about itself (introspection).
@@ -216,18 +204,26 @@ impl Route {
         self.lock().links.introspection_pace(now)
     }
 
-    /// Settles diagnoses whose time has come (the proxy calls this every second).
+    /// Refines and settles diagnoses with what happened since (the replicas that came back, the master
+    /// refusing), and puts away the links that are done: the proxy calls this every second. Events only
+    /// diagnose the link they concern, so a storm of closes costs one pass here, not one per close.
     pub fn tick(&self) {
         let now = self.now();
         let mut inner = self.lock();
-        self.diagnose(&mut inner, now);
+        inner.links.diagnose(now);
+        publish(&mut inner, now);
+        let mut finishing: Vec<LinkId> = inner.finishing.iter().copied().collect();
+        finishing.sort_unstable();
+        self.put_away(finishing, &mut inner);
     }
 
-    fn diagnose(&self, inner: &mut Inner, now: Timestamp) {
-        inner.links.diagnose(now);
-        publish(inner, now);
-        let done: Vec<LinkId> = inner.finishing.iter().copied().filter(|id| inner.links.is_settled(*id)).collect();
-        for id in done {
+    /// Moves the finished links among `ids` whose diagnosis has settled (or that need none) to the closed
+    /// ones, each with its explanation.
+    fn put_away(&self, ids: impl IntoIterator<Item = LinkId>, inner: &mut Inner) {
+        for id in ids {
+            if !inner.finishing.contains(&id) || !inner.links.is_settled(id) {
+                continue;
+            }
             inner.finishing.remove(&id);
             let peer = inner.peers.remove(&id);
             if let Some(link) = inner.links.remove(id) {

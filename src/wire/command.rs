@@ -1,4 +1,5 @@
-//! Replica→master: RESP commands (checked complete, then decoded by `redis-protocol`), inline commands
+//! Replica→master: RESP commands (flat arrays of bulk strings, read by [`FlatCommand`]; anything nested
+//! is a desync), inline commands
 //! (`SYNC\r\n`, `PING\r\n`, framed by hand) and stray `\n` keepalives, classified into
 //! [`ReplicaCommand`]s.
 //!
@@ -6,13 +7,11 @@
 //! is reported once and no longer interpreted. Passwords are dropped as soon as a command is parsed,
 //! and the bytes that held them are zeroed.
 
-use redis_protocol::resp2::decode::decode_range;
-use redis_protocol::resp2::types::RangeFrame;
-
 use crate::wire::event::{
     DesyncReason, Event, EventSink, PsyncId, ReplId, ReplconfOption, ReplicaCommand, WirePhase, lossy_capped,
 };
 use crate::wire::line::{BoundedBuf, trim_eol};
+use crate::wire::resp::FlatCommand;
 
 /// Largest replica-side command replscope reads (REPLCONF/PSYNC/AUTH are tens of bytes).
 pub const MAX_COMMAND_LEN: usize = 64 * 1024;
@@ -36,6 +35,8 @@ pub struct CommandDecoder {
     consumed: u64,
     /// A PSYNC or SYNC was seen: this is a replication connection, never a plain client.
     synced: bool,
+    /// The RESP command at the front of `buf`, read as far as it has arrived.
+    resp: FlatCommand,
 }
 
 impl Default for CommandDecoder {
@@ -50,7 +51,13 @@ type Args<'a> = Vec<&'a [u8]>;
 impl CommandDecoder {
     /// A decoder at the start of a connection.
     pub fn new() -> Self {
-        CommandDecoder { mode: Mode::Commands, buf: BoundedBuf::new(MAX_COMMAND_LEN), consumed: 0, synced: false }
+        CommandDecoder {
+            mode: Mode::Commands,
+            buf: BoundedBuf::new(MAX_COMMAND_LEN),
+            consumed: 0,
+            synced: false,
+            resp: FlatCommand::default(),
+        }
     }
 
     /// Whether the connection turned out to be a plain client.
@@ -119,6 +126,7 @@ impl CommandDecoder {
     }
 
     fn take(&mut self, n: usize) {
+        self.resp.reset();
         self.buf.consume(n);
         self.consumed += n as u64;
     }
@@ -129,32 +137,14 @@ impl CommandDecoder {
     }
 
     /// A RESP array of bulk strings, once complete.
-    fn resp(&self) -> Result<Option<(ReplicaCommand, usize)>, DesyncReason> {
+    fn resp(&mut self) -> Result<Option<(ReplicaCommand, usize)>, DesyncReason> {
         let buf = self.buf.bytes();
-        let (frame, used) = match decode_range(buf) {
-            Ok(Some(found)) => found,
+        let used = match self.resp.resume(buf) {
+            Ok(Some(used)) => used,
             Ok(None) => return Ok(None),
-            Err(e) => return Err(DesyncReason::InvalidResp(e.kind().to_str().to_owned())),
+            Err(e) => return Err(DesyncReason::InvalidResp(e)),
         };
-        let RangeFrame::Array(items) = frame else {
-            return Err(DesyncReason::Malformed { what: "replica command (not an array)" });
-        };
-        let mut args: Args<'_> = Vec::with_capacity(items.len());
-        for item in items {
-            match item {
-                // redis-protocol skips the two bytes after a bulk without looking at them: check the CRLF.
-                RangeFrame::BulkString((start, end)) if buf.get(end..end + 2) == Some(b"\r\n") => {
-                    args.push(&buf[start..end])
-                }
-                RangeFrame::BulkString(_) => {
-                    return Err(DesyncReason::Malformed { what: "replica command (bulk without CRLF)" });
-                }
-                _ => return Err(DesyncReason::Malformed { what: "replica command (not bulk strings)" }),
-            }
-        }
-        if args.is_empty() {
-            return Err(DesyncReason::Malformed { what: "replica command (empty)" });
-        }
+        let args: Args<'_> = self.resp.args().iter().map(|&(start, end)| &buf[start..end]).collect();
         Ok(Some((command_from_args(&args), used)))
     }
 

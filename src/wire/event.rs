@@ -291,9 +291,9 @@ pub enum DesyncReason {
         /// Which line.
         what: &'static str,
     },
-    /// `redis-protocol` refused a frame.
+    /// Bytes that are not the RESP expected here (a nested array in a command, a bad length, …).
     #[error("invalid RESP: {0}")]
-    InvalidResp(String),
+    InvalidResp(crate::wire::resp::RespError),
 }
 
 /// Something the decoders understood from the bytes.

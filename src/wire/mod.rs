@@ -13,6 +13,7 @@ pub mod names;
 pub mod payload;
 pub mod rdb;
 pub mod reply;
+pub mod resp;
 pub mod stream;
 
 pub use event::{

@@ -2,11 +2,8 @@
 //! payload, then the command stream.
 //!
 //! Lines are framed by hand: `$EOF:`, `$ENDOFF:` and `$<len>` are not RESP, and a lone `\n` is no
-//! frame. Ordinary `+`/`-` replies are handed, complete, to `redis-protocol`. The payload is delegated to
+//! frame. Ordinary `+`/`-` replies are read, complete, by [`reply_line`]. The payload is delegated to
 //! [`PayloadDecoder`] and the stream to [`StreamFramer`]; neither ever sees the other's bytes.
-
-use redis_protocol::resp2::decode::decode_range;
-use redis_protocol::resp2::types::RangeFrame;
 
 use crate::wire::event::{
     DesyncReason, ErrorCode, Event, EventSink, MasterReply, PayloadFraming, ReplId, WirePhase, lossy_capped,
@@ -14,6 +11,7 @@ use crate::wire::event::{
 use crate::wire::line::{BoundedBuf, LineFeed, trim_eol};
 use crate::wire::payload::{EOF_MARK_LEN, PayloadDecoder, PayloadStep};
 use crate::wire::rdb::Finding;
+use crate::wire::resp::{ReplyLine, reply_line};
 use crate::wire::stream::{StreamFramer, StreamSink, StreamTally};
 
 /// Longest handshake line read (replicas themselves read at most 256 bytes per line).
@@ -252,17 +250,16 @@ impl ReplyDecoder {
             self.state = State::Stream(StreamFramer::new(None));
             return;
         }
-        match decode_range(raw) {
-            Ok(Some((RangeFrame::SimpleString((s, e)), used))) if used == raw.len() => {
-                let reply = match &raw[s..e] {
+        match reply_line(raw) {
+            Ok(ReplyLine::Simple(text)) => {
+                let reply = match text {
                     b"PONG" => MasterReply::Pong,
                     b"OK" => MasterReply::Ok,
                     other => MasterReply::Other(lossy_capped(other, 128)),
                 };
                 out.push(Event::Reply { reply });
             }
-            Ok(Some((RangeFrame::Error((s, e)), used))) if used == raw.len() => {
-                let text = &raw[s..e];
+            Ok(ReplyLine::Error(text)) => {
                 let (word, message) = match memchr::memchr(b' ', text) {
                     Some(p) => (&text[..p], &text[p + 1..]),
                     None => (text, &b""[..]),
@@ -273,8 +270,7 @@ impl ReplyDecoder {
                 // An error where a payload was expected ends the sync attempt; what follows is lines again.
                 self.state = State::Lines { awaiting_payload: false };
             }
-            Ok(_) => self.desync(out, phase, malformed("handshake reply")),
-            Err(e) => self.desync(out, phase, DesyncReason::InvalidResp(e.kind().to_str().to_owned())),
+            Err(e) => self.desync(out, phase, DesyncReason::InvalidResp(e)),
         }
     }
 }

@@ -3,8 +3,8 @@
 //! (PROTOCOL.md §6.2: every complete command counts, nothing else does).
 //!
 //! This framer is incremental and byte-exact: a command may be split anywhere, and bulk bodies are skipped
-//! in place, never copied, so a 512 MB value costs no memory. (`redis-protocol` needs a whole frame in
-//! one buffer, which would make memory grow with value size; it decodes the bounded handshake frames.)
+//! in place, never copied, so a 512 MB value costs no memory. (A whole-frame decoder would make memory
+//! grow with value size; [`crate::wire::resp`] reads the bounded handshake frames.)
 
 use crate::wire::event::DesyncReason;
 use crate::wire::names::{CommandName, MAX_NAME_LEN};
