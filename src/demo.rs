@@ -164,6 +164,7 @@ pub fn run(server: Option<PathBuf>, every: u64, duration: Option<u64>, scenario:
         admin_token: None,
         faults: if looping { vec![slow_link] } else { Vec::new() },
         buffer_pool: replscope::proxy::pool::DEFAULT_BUDGET,
+        http_limits: Default::default(),
         routes: vec![RouteConfig {
             name: "demo".into(),
             master: format!("127.0.0.1:{}", master.port),

@@ -139,7 +139,7 @@ struct ProxyArgs {
     #[arg(long, env = "REPLSCOPE_BUFFER_POOL", value_parser = values::buffer)]
     buffer_pool: Option<usize>,
     /// Most connections open at once; more are refused [default: 1024].
-    #[arg(long, env = "REPLSCOPE_MAX_LINKS", conflicts_with = "config")]
+    #[arg(long, env = "REPLSCOPE_MAX_LINKS", conflicts_with = "config", value_parser = parse_max_links)]
     max_links: Option<usize>,
     /// Allow /api/faults (fault injection: for staging, not production).
     #[arg(long, env = "REPLSCOPE_ENABLE_FAULTS")]
@@ -243,8 +243,18 @@ impl ProxyArgs {
             faults: self.faults,
             routes,
             buffer_pool: self.buffer_pool.unwrap_or(replscope::proxy::pool::DEFAULT_BUDGET),
+            http_limits: Default::default(),
         };
         Ok(Setup { log_format, proxy, file: self.config })
+    }
+}
+
+/// `--max-links`: 0 would refuse every replica, so it is refused here.
+fn parse_max_links(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("0 refuses every connection: give 1 or more".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{s:?} is not a number of links (1 or more)")),
     }
 }
 

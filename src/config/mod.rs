@@ -169,6 +169,16 @@ pub fn parse(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
         let forget =
             file.optional(r.forget_after.as_ref(), "route.forget-after", values::forget_after)?.unwrap_or(forget_after);
         let password = match &r.master_auth_password_env {
+            Some(var) if !values::looks_like_env_name(var.get_ref()) => {
+                // Not a variable's name: perhaps the password itself, so it is not repeated.
+                return Err(file.at(
+                    var.span().start,
+                    "route.master-auth-password-env",
+                    "is not the name of an environment variable (NAME_LIKE_THIS), and is not shown in case it is \
+                     the password: put the password in a variable and name the variable here"
+                        .into(),
+                ));
+            }
             Some(var) => match std::env::var(var.get_ref()) {
                 Ok(p) if !p.is_empty() => Some(p),
                 _ => {
@@ -364,6 +374,21 @@ forget-after = "0"
             no_password
                 .is_err_and(|e| e.starts_with("r.toml, line 5: route.master-auth-user: a master-auth-user needs"))
         );
+    }
+
+    #[test]
+    fn a_password_where_the_variable_name_belongs_is_refused_without_being_repeated() {
+        let route = |var: &str| {
+            format!(
+                "[[route]]\nname = \"a\"\nmaster = \"h:1\"\nlisten = \"127.0.0.1:6380\"\nmaster-auth-user = \"intro\"\n\
+                 master-auth-password-env = \"{var}\"\n"
+            )
+        };
+        for secret in ["s3cr3t-Pa55!", "hunter2", "correct horse battery staple"] {
+            let e = check(&route(secret)).map(|_| ()).expect_err("refused");
+            assert!(!e.contains(secret), "{e}");
+            assert!(e.starts_with("r.toml, line 6: route.master-auth-password-env: is not the name of"), "{e}");
+        }
     }
 
     #[test]

@@ -6,6 +6,16 @@ use std::time::Duration;
 
 use crate::link::forecast::OutputBufferLimit;
 
+/// Whether a value is named like an environment variable by convention (`NAME_LIKE_THIS`: capitals,
+/// digits and `_`, not starting with a digit). Anything else given where a variable's name belongs may be
+/// the secret itself, and is never repeated in a message.
+pub fn looks_like_env_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_uppercase() || c == '_')
+        && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        && s.len() <= 128
+}
+
 /// A master, HOST:PORT, with a port: a master without one would be dialled on a guess.
 pub fn master(s: &str) -> Result<String, String> {
     host_port(s, false)

@@ -327,6 +327,25 @@ mod tests {
     }
 
     #[test]
+    fn a_close_is_diagnosed_alone_and_the_comeback_counts_at_the_next_pass_even_once_its_link_is_gone() {
+        let mut links = Fed::new();
+        let replica = streaming(&mut links, 0);
+        links.on_transport(replica, TransportEvent::Closed { by: ClosedBy::Replica, how: CloseHow::Fin }, ms(1050));
+        assert!(links.diagnose_closed(replica, ms(1050)), "diagnosed at its close");
+        assert_eq!(cause(&links, replica), (Cause::ReplicaLeft, Cause::ReplicaLeft, false));
+        // It comes back and that connection is over and put away before any pass ran.
+        let again = streaming(&mut links, 1350);
+        links.on_transport(again, TransportEvent::Closed { by: ClosedBy::Replica, how: CloseHow::Fin }, ms(2400));
+        links.diagnose_closed(again, ms(2400));
+        assert!(links.remove(again).is_some());
+        let told =
+            |links: &Fed| links.get(replica).and_then(|l| l.diagnosis.clone()).expect("diagnosed").evidence.later;
+        assert!(told(&links).is_empty(), "facts wait for the pass");
+        links.diagnose(ms(3000));
+        assert_eq!(told(&links), ["the replica came back after 0.3 s"]);
+    }
+
+    #[test]
     fn a_snapshot_that_took_its_payload_completed_and_is_nobody_coming_back() {
         let mut links = Fed::new();
         let replica = streaming(&mut links, 0);

@@ -4,7 +4,7 @@
 //! Client ids are per master, so one [`Links`] serves one route (one master). Every update appends its
 //! [`Change`]s to a buffer the driver drains ([`Links::drain_changes`]) and hands to the observers.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -56,6 +56,40 @@ pub struct Links {
     forget_after: Option<Duration>,
     /// What the master last said about itself (introspection), if it was asked.
     master: Option<MasterState>,
+    /// The later facts of links already removed, oldest first, kept while a diagnosis could take them.
+    departed: VecDeque<Fact>,
+}
+
+/// A later fact and where it came from: the link, the replica's endpoint and address, what happened.
+type Fact = (LinkId, Option<String>, Option<IpAddr>, crate::link::cause::Later);
+
+/// Facts of removed links kept at most (a flood of short connections keeps the newest).
+const MAX_DEPARTED_FACTS: usize = 4096;
+
+/// When a later fact happened.
+fn fact_at(fact: &crate::link::cause::Later) -> Timestamp {
+    match fact {
+        crate::link::cause::Later::CameBack { at, .. } | crate::link::cause::Later::MasterRefused { at } => *at,
+    }
+}
+
+/// What a link tells the diagnoses of others: that its replica came back (it connected again), or that
+/// the master refused a connection.
+fn later_facts(id: LinkId, link: &Link) -> impl Iterator<Item = Fact> {
+    use crate::link::cause::{self, Later};
+    // A health probe from the replica's host is not the replica coming back.
+    let came_back = (matches!(link.kind, LinkKind::Replication | LinkKind::Pending)
+        && link.connect_error.is_none()
+        && !crate::link::rules::is_probe(link))
+    .then(|| {
+        let fact = Later::CameBack { at: link.opened_at, asked_full: cause::asks_full(&link.request) };
+        (id, link.replica_endpoint(), link.peer_ip, fact)
+    });
+    let refused = match (&link.connect_error, &link.close) {
+        (Some(err), Some(c)) if err.contains("refused") => Some((id, None, None, Later::MasterRefused { at: c.at })),
+        _ => None,
+    };
+    came_back.into_iter().chain(refused)
 }
 
 /// What the master last said about itself, route-wide.
@@ -227,7 +261,16 @@ impl Links {
     pub fn remove(&mut self, id: LinkId) -> Option<Link> {
         self.unpaired.retain(|_, v| *v != id);
         self.undiagnosable.remove(&id);
-        self.links.remove(&id)
+        let link = self.links.remove(&id)?;
+        // What it says about other links (a replica came back, the master refused it) outlives it for as
+        // long as a diagnosis could still take it.
+        for fact in later_facts(id, &link) {
+            if self.departed.len() == MAX_DEPARTED_FACTS {
+                self.departed.pop_front();
+            }
+            self.departed.push_back(fact);
+        }
+        Some(link)
     }
 
     /// Takes what a connection's [`Reader`](crate::link::Reader) made of bytes forwarded on a link: the
@@ -317,30 +360,20 @@ impl Links {
     /// settles those whose window has passed.
     fn refine_open(&mut self, write_rate: Option<f64>, now: Timestamp, pass: &mut Pass) {
         use crate::link::cause::{self, Later};
-        use crate::link::rules;
         // Nothing is open: no fact can change anything (the common case, and the one that must be cheap).
         if !self.links.values().any(|l| l.diagnosis.as_ref().is_some_and(|d| !d.settled)) {
             return;
         }
-        // Later facts: replicas coming back, connections to the master refused. A replica coming back is
-        // known by its endpoint, or, before it could announce one (a master that does not answer PING), by
-        // its address.
-        let mut facts: Vec<(LinkId, Option<String>, Option<IpAddr>, Later)> = Vec::new();
+        // Later facts: replicas coming back, connections to the master refused, from the links here and
+        // those removed lately. A replica coming back is known by its endpoint, or, before it could
+        // announce one (a master that does not answer PING), by its address.
+        let oldest = now.minus(cause::CAME_BACK_WINDOW + Duration::from_secs(2));
+        while self.departed.front().is_some_and(|(_, _, _, f)| fact_at(f) < oldest) {
+            self.departed.pop_front();
+        }
+        let mut facts: Vec<Fact> = self.departed.iter().cloned().collect();
         for (id, link) in &self.links {
-            // A health probe from the replica's host is not the replica coming back.
-            if matches!(link.kind, LinkKind::Replication | LinkKind::Pending)
-                && link.connect_error.is_none()
-                && !rules::is_probe(link)
-            {
-                let at = link.opened_at;
-                let asked_full = cause::asks_full(&link.request);
-                facts.push((*id, link.replica_endpoint(), link.peer_ip, Later::CameBack { at, asked_full }));
-            }
-            if let (Some(err), Some(c)) = (&link.connect_error, &link.close)
-                && err.contains("refused")
-            {
-                facts.push((*id, None, None, Later::MasterRefused { at: c.at }));
-            }
+            facts.extend(later_facts(*id, link));
         }
         // Which facts may concern a replica: by its endpoint, or by its address for links that could not
         // announce one (the test below still decides), so each link looks at its own replica's facts only;
@@ -365,9 +398,7 @@ impl Links {
                 }
             }
         }
-        let at = |i: &usize| match facts[*i].3 {
-            Later::CameBack { at, .. } | Later::MasterRefused { at } => at,
-        };
+        let at = |i: &usize| fact_at(&facts[*i].3);
         for list in by_endpoint.values_mut().chain(by_ip.values_mut()).chain(by_ip_without_endpoint.values_mut()) {
             list.sort_by_key(at);
         }

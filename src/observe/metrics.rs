@@ -313,6 +313,11 @@ const RELOADS: Counter<1> = Counter::new(
     "Configuration reloads (SIGHUP), by result: success or failure (the running configuration stays).",
     ["result"],
 );
+const HTTP_REFUSED: Counter<0> = Counter::new(
+    "replscope_http_connections_refused_total",
+    "HTTP connections closed at once because the most the API serves at a time were open.",
+    [],
+);
 const RELOAD_OK: Gauge<0> = Gauge::new(
     "replscope_config_last_reload_successful",
     "1 if the last configuration reload succeeded (or none was asked for), 0 if it failed.",
@@ -366,6 +371,7 @@ pub const DECLARED: &[&str] = &[
     RELOADS.name(),
     RELOAD_OK.name(),
     RELOAD_TIME.name(),
+    HTTP_REFUSED.name(),
 ];
 
 /// The process's metrics, apart from any route's: the build, the routes served, configuration reloads.
@@ -378,7 +384,7 @@ impl ProcessMetrics {
     /// The metrics of a process whose configuration was loaded at `loaded_at` (Unix seconds).
     pub fn new(loaded_at: f64) -> Self {
         let mut series = Series::new();
-        declare!(&mut series; BUILD_INFO, ROUTES, RELOADS, RELOAD_OK, RELOAD_TIME);
+        declare!(&mut series; BUILD_INFO, ROUTES, RELOADS, RELOAD_OK, RELOAD_TIME, HTTP_REFUSED);
         series.set(&BUILD_INFO.0, [env!("CARGO_PKG_VERSION")], 1.0);
         series.set(&RELOAD_OK.0, [], 1.0);
         series.set(&RELOAD_TIME.0, [], loaded_at);
@@ -394,8 +400,10 @@ impl ProcessMetrics {
         }
     }
 
-    /// Adds the process's families to `out`, with the routes as they are now.
-    pub fn render_into(&mut self, active: usize, draining: usize, out: &mut Exposition) {
+    /// Adds the process's families to `out`, with the routes as they are now and the HTTP connections
+    /// refused so far.
+    pub fn render_into(&mut self, active: usize, draining: usize, http_refused: u64, out: &mut Exposition) {
+        self.series.set(&HTTP_REFUSED.0, [], http_refused as f64);
         self.series.set(&ROUTES.0, ["active"], active as f64);
         self.series.set(&ROUTES.0, ["draining"], draining as f64);
         out.add(&self.series);
@@ -776,7 +784,7 @@ mod tests {
     fn every_declared_metric_is_shown_from_the_first_scrape() {
         let mut out = Exposition::new();
         Metrics::new("r").render_into(&Links::new(), &HashMap::new(), ms(0), &mut out);
-        ProcessMetrics::new(0.0).render_into(1, 0, &mut out);
+        ProcessMetrics::new(0.0).render_into(1, 0, 0, &mut out);
         let mut text = String::new();
         out.render(&mut text);
         for name in DECLARED {

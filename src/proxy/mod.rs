@@ -5,6 +5,7 @@
 
 pub mod conn;
 pub mod http;
+pub mod http_serve;
 pub mod introspect;
 pub mod memory;
 pub mod planes;
@@ -69,6 +70,8 @@ pub struct ProxyConfig {
     pub routes: Vec<RouteConfig>,
     /// Bytes of large forwarding buffers lent out at once, process-wide (`--buffer-pool`).
     pub buffer_pool: usize,
+    /// How long and how many HTTP clients are served.
+    pub http_limits: http_serve::HttpLimits,
 }
 
 impl std::fmt::Debug for ProxyConfig {
@@ -80,6 +83,7 @@ impl std::fmt::Debug for ProxyConfig {
             .field("faults", &self.faults)
             .field("routes", &self.routes)
             .field("buffer_pool", &self.buffer_pool)
+            .field("http_limits", &self.http_limits)
             .finish()
     }
 }
@@ -105,6 +109,19 @@ pub enum ProxyError {
         /// The HTTP address.
         addr: SocketAddr,
     },
+    /// Faults given at start without fault injection allowed: they would act on every link while the
+    /// API, which answers 403 when faults are off, denied they exist.
+    #[error("--fault needs --enable-faults (or REPLSCOPE_ENABLE_FAULTS=true, or enable-faults = true in the file)")]
+    FaultsNotEnabled,
+    /// An admin token that is empty or only blanks: anyone would pass it.
+    #[error("--admin-token (REPLSCOPE_ADMIN_TOKEN) is blank: give a token, or leave it unset")]
+    BlankToken,
+    /// A route that would refuse every connection.
+    #[error("route {route:?}: max-links is 0, which refuses every connection: give 1 or more")]
+    NoLinks {
+        /// The route.
+        route: String,
+    },
     /// The routes cannot run together.
     #[error("{0}")]
     Routes(String),
@@ -116,6 +133,21 @@ pub enum ProxyError {
         /// Why.
         source: std::io::Error,
     },
+}
+
+/// Refuses a configuration that would quietly do harm: faults acting while fault injection is off, a
+/// token anyone passes, a route that accepts nothing.
+fn safe_to_start(config: &ProxyConfig) -> Result<(), ProxyError> {
+    if !config.faults.is_empty() && !config.enable_faults {
+        return Err(ProxyError::FaultsNotEnabled);
+    }
+    if config.admin_token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+        return Err(ProxyError::BlankToken);
+    }
+    if let Some(r) = config.routes.iter().find(|r| r.max_links == 0) {
+        return Err(ProxyError::NoLinks { route: r.name.clone() });
+    }
+    Ok(())
 }
 
 /// What a reload changed.
@@ -238,6 +270,7 @@ impl Proxy {
     /// Binds every route's listener and the HTTP listener.
     pub async fn bind(config: ProxyConfig) -> Result<Proxy, ProxyError> {
         distinct_names(&config.routes)?;
+        safe_to_start(&config)?;
         let http = TcpListener::bind(&config.http).await.map_err(|source| ProxyError::Bind {
             addr: config.http.clone(),
             what: "--http".into(),
@@ -339,10 +372,13 @@ impl Proxy {
         let token = if http_addr.ip().is_loopback() { None } else { self.config.admin_token.clone() };
         let app =
             http::router(Arc::clone(&self.table), http::FaultAccess { enabled: self.config.enable_faults, token });
-        let http_stop = stop.clone();
-        let http_task = tokio::spawn(async move {
-            axum::serve(http, app).with_graceful_shutdown(async move { http_stop.cancelled().await }).await
-        });
+        let http_task = tokio::spawn(http_serve::serve(
+            http,
+            app,
+            self.config.http_limits,
+            self.table.http_counters(),
+            stop.clone(),
+        ));
         let mut loops: JoinSet<(String, u64)> = JoinSet::new();
         for slot in &mut self.slots {
             let Some(listener) = slot.pending.take() else { continue };
@@ -401,10 +437,8 @@ impl Proxy {
         if drained.is_err() {
             loops.abort_all();
         }
-        match http_task.await {
-            Ok(Ok(())) | Err(_) => Ok(()),
-            Ok(Err(source)) => Err(ProxyError::Http { addr: http_addr, source }),
-        }
+        let _ = http_task.await;
+        Ok(())
     }
 
     /// An accept loop ended (its route was removed or moved, and its links have finished).

@@ -27,13 +27,20 @@ pub struct RouteTable {
     shared: Arc<Shared>,
     entries: Mutex<Vec<Entry>>,
     process: Mutex<ProcessMetrics>,
+    /// What the HTTP server counts.
+    http: Arc<crate::proxy::http_serve::HttpCounters>,
 }
 
 impl RouteTable {
     /// An empty table over `shared`; the configuration was loaded now.
     pub fn new(shared: Arc<Shared>) -> Self {
         let loaded_at = unix_now();
-        RouteTable { shared, entries: Mutex::new(Vec::new()), process: Mutex::new(ProcessMetrics::new(loaded_at)) }
+        RouteTable {
+            shared,
+            entries: Mutex::new(Vec::new()),
+            process: Mutex::new(ProcessMetrics::new(loaded_at)),
+            http: Arc::default(),
+        }
     }
 
     /// What the routes share.
@@ -77,6 +84,11 @@ impl RouteTable {
         }
     }
 
+    /// What the HTTP server counts, for it to count into.
+    pub fn http_counters(&self) -> Arc<crate::proxy::http_serve::HttpCounters> {
+        Arc::clone(&self.http)
+    }
+
     /// Every route's metrics and the process's, in the Prometheus text format.
     pub fn render_metrics(&self) -> String {
         let entries = self.entries();
@@ -85,9 +97,11 @@ impl RouteTable {
             e.route.render_into(&mut exposition);
         }
         let draining = entries.iter().filter(|e| e.listen.is_none()).count();
+        let http_refused = self.http.refused.load(std::sync::atomic::Ordering::Relaxed);
         self.process.lock().unwrap_or_else(|p| p.into_inner()).render_into(
             entries.len() - draining,
             draining,
+            http_refused,
             &mut exposition,
         );
         let mut text = String::new();
