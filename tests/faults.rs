@@ -104,7 +104,8 @@ fn a_cut_at_half_the_rdb_loops_once_then_the_sync_completes() {
     let bin = redis_server();
     let master = Server::start(&bin, &["--rdbcompression", "no", "--repl-diskless-sync", "no"]);
     master.cmd(&["DEBUG", "POPULATE", "40000", "key", "250"]);
-    let proxy = ProxyProc::start(master.port, &["--fault", "cut how=reset when=rdb-percent=50 times=1"]);
+    let proxy =
+        ProxyProc::start(master.port, &["--enable-faults", "--fault", "cut how=reset when=rdb-percent=50 times=1"]);
     let replica = Server::start(&bin, &["--replicaof", "127.0.0.1", &proxy.listen_port.to_string()]);
     link_up(&replica, 60);
     in_sync(&master, &replica);

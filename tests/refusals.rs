@@ -143,6 +143,7 @@ fn a_full_sync_s_forecast_pile_and_the_doomed_flag() {
     let proxy = ProxyProc::start(
         master.port,
         &[
+            "--enable-faults",
             "--fault",
             "bandwidth rate=2MiB/s direction=master-to-replica when=phase=rdb-transfer",
             "--assume-output-buffer-limit",

@@ -1,0 +1,9 @@
+//! The configuration file's parser on any text: an error is a value, never a panic.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let text = String::from_utf8_lossy(data);
+    let _ = replscope::config::parse(&text, std::path::Path::new("fuzz.toml"));
+});
