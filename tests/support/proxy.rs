@@ -99,6 +99,27 @@ impl ProxyProc {
         }
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Its resident memory (`VmRSS`), in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("/proc status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .expect("VmRSS");
+        kib * 1024
+    }
+
     /// The JSON log lines so far.
     pub fn logs(&self) -> Vec<serde_json::Value> {
         self.logs.lock().unwrap_or_else(|p| p.into_inner()).clone()
@@ -137,6 +158,22 @@ impl ProxyProc {
                 return l;
             }
             assert!(Instant::now() < deadline, "no log {message:?} in {:#?}", self.logs());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits (for at most `secs`) for a log line whose message contains `part`; returns the message.
+    pub fn wait_log_containing(&self, part: &str, secs: u64) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let found = self
+                .logs()
+                .into_iter()
+                .find_map(|l| l["message"].as_str().filter(|m| m.contains(part)).map(String::from));
+            if let Some(m) = found {
+                return m;
+            }
+            assert!(Instant::now() < deadline, "no log containing {part:?} in {:#?}", self.logs());
             std::thread::sleep(Duration::from_millis(50));
         }
     }
