@@ -37,6 +37,9 @@ pub struct CommandDecoder {
     synced: bool,
     /// The RESP command at the front of `buf`, read as far as it has arrived.
     resp: FlatCommand,
+    /// For an inline command at the front of `buf`: bytes already searched for its `\n` (so a line that
+    /// arrives a byte at a time is searched once, not once per byte).
+    inline_searched: usize,
 }
 
 impl Default for CommandDecoder {
@@ -57,6 +60,7 @@ impl CommandDecoder {
             consumed: 0,
             synced: false,
             resp: FlatCommand::default(),
+            inline_searched: 0,
         }
     }
 
@@ -127,6 +131,7 @@ impl CommandDecoder {
 
     fn take(&mut self, n: usize) {
         self.resp.reset();
+        self.inline_searched = 0;
         self.buf.consume(n);
         self.consumed += n as u64;
     }
@@ -149,9 +154,11 @@ impl CommandDecoder {
     }
 
     /// An inline command line (`SYNC\r\n`).
-    fn inline(&self) -> Result<Option<(ReplicaCommand, usize)>, DesyncReason> {
+    fn inline(&mut self) -> Result<Option<(ReplicaCommand, usize)>, DesyncReason> {
         let buf = self.buf.bytes();
-        let Some(end) = memchr::memchr(b'\n', buf) else {
+        let from = self.inline_searched.min(buf.len());
+        let Some(end) = memchr::memchr(b'\n', &buf[from..]).map(|i| from + i) else {
+            self.inline_searched = buf.len();
             return Ok(None);
         };
         let args: Args<'_> =
@@ -339,5 +346,29 @@ mod tests {
     fn commands_after_psync_are_never_a_client() {
         let got = decode(b"SYNC\r\n*1\r\n$4\r\nINFO\r\n", 2);
         assert_eq!(got, vec![cmd(ReplicaCommand::Sync), cmd(ReplicaCommand::Other("INFO".into()))]);
+    }
+
+    #[test]
+    fn a_command_that_arrives_a_byte_at_a_time_is_read_once_not_once_per_byte() {
+        // An inline line and a RESP command, each 60 000 bytes, fed one byte per read.
+        let mut d = CommandDecoder::new();
+        let mut out = Vec::new();
+        let inline = [vec![b'X'; 60_000], b"\r\n".to_vec()].concat();
+        for b in &inline[..inline.len() - 1] {
+            d.feed(std::slice::from_ref(b), &mut out);
+        }
+        assert_eq!(d.inline_searched, inline.len() - 1, "the search resumes where it stopped");
+        d.feed(b"\n", &mut out);
+        assert_eq!(out, vec![Event::PlainClient { first_command: "X".repeat(32) }]);
+
+        let mut d = CommandDecoder::new();
+        let mut out = Vec::new();
+        let long = "a".repeat(60_000);
+        let resp = crate::wire::encode_command(&["REPLCONF", "ip-address", &long]);
+        for b in &resp {
+            d.feed(std::slice::from_ref(b), &mut out);
+        }
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(matches!(&out[0], Event::Command { command: ReplicaCommand::Replconf(_) }));
     }
 }
