@@ -22,6 +22,9 @@
 //! `REPLSCOPE_BENCH_FORWARDERS=replscope,haproxy` keeps only those forwarders.
 //! `REPLSCOPE_BENCH_ROUNDS` (default 3) sets the interleaved rounds of the one-link workloads.
 
+mod common;
+
+use common::{free_port, wait_for_port};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -713,18 +716,6 @@ fn which(name: &str) -> Option<PathBuf> {
         .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
         .map(|p| p.join(name))
         .find(|p| p.is_file())
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
-}
-
-fn wait_for_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 struct Server(Child, PathBuf);

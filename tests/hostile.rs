@@ -155,6 +155,18 @@ fn clients_on_the_listen_port_cannot_crash_it_and_every_byte_reaches_the_master(
     assert!(desyncs >= 4.0, "desyncs counted: {desyncs}");
 }
 
+/// Reads what the proxy sends a master until the replica's `PSYNC` has come (or the connection ended).
+fn read_until_psync(s: &mut TcpStream) {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !seen.windows(5).any(|x| x == b"PSYNC") {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
 /// A replica's handshake, as the test's replica sends it.
 fn handshake() -> Vec<u8> {
     let mut v = replscope::wire::encode_command(&["PING"]);
@@ -169,14 +181,7 @@ fn master_sends(prefix: Vec<u8>, pattern: usize, sent: mpsc::Sender<Digest>) -> 
     Box::new(move |s: TcpStream| {
         let mut reader = s.try_clone().expect("clone");
         let mut w = s;
-        let mut seen = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !seen.windows(5).any(|x| x == b"PSYNC") {
-            match reader.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => seen.extend_from_slice(&buf[..n]),
-            }
-        }
+        read_until_psync(&mut reader);
         let mut d = Digest::default();
         if w.write_all(&prefix).is_ok() {
             d.add(&prefix);
@@ -428,4 +433,68 @@ fn a_password_where_a_variable_name_belongs_is_never_repeated_at_start_or_reload
         assert!(!line.to_string().contains(secret), "{line}");
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_storm_of_closes_is_diagnosed_link_by_link_while_the_api_keeps_answering() {
+    const LINKS: usize = 200;
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let (storm_tx, storm_rx) = mpsc::channel::<()>();
+    // The master answers each replica's PSYNC with +FULLRESYNC, then closes them all at once.
+    let master = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for _ in 0..LINKS {
+            let (mut s, _) = listener.accept().expect("accept");
+            read_until_psync(&mut s);
+            s.write_all(format!("+PONG\r\n+OK\r\n+FULLRESYNC {REPLID} 0\r\n").as_bytes()).expect("answer");
+            held.push(s);
+        }
+        let _ = storm_rx.recv();
+        drop(held);
+    });
+    let mut proxy = ProxyProc::start(port, &[]);
+    let replicas: Vec<TcpStream> = (0..LINKS)
+        .map(|i| {
+            let mut c = TcpStream::connect(("127.0.0.1", proxy.listen_port)).expect("connect");
+            let mut hello = replscope::wire::encode_command(&["PING"]);
+            hello.extend(replscope::wire::encode_command(&["REPLCONF", "listening-port", &(20_000 + i).to_string()]));
+            hello.extend(replscope::wire::encode_command(&["PSYNC", "?", "-1"]));
+            c.write_all(&hello).expect("handshake");
+            c
+        })
+        .collect();
+    let waiting = |proxy: &ProxyProc| {
+        proxy
+            .links()
+            .iter()
+            .filter(|l| l["phases"].as_array().is_some_and(|p| p.iter().any(|x| x["phase"] == "waiting_bgsave")))
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while waiting(&proxy) < LINKS {
+        assert!(Instant::now() < deadline, "{} of {LINKS} links reached waiting_bgsave", waiting(&proxy));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    storm_tx.send(()).expect("storm");
+    // Each replica sees its close; the API answers all along; every link is diagnosed, then settled.
+    for r in replicas {
+        let _ = drain(r, 30);
+    }
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        alive(&mut proxy);
+        let links = proxy.links();
+        let settled = links.iter().filter(|l| l["open"] == false && l["diagnosis"]["settled"] == true).count();
+        if settled == LINKS {
+            assert!(
+                links.iter().all(|l| l["open"] == false && l["diagnosis"]["cause"] == "master_closed"),
+                "{links:#?}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "{settled} of {LINKS} closed links settled");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = master.join();
 }
