@@ -126,11 +126,18 @@ fn main() {
         ms(gap(quiet_from, storm))
     );
     let (h, g) = (slowest(storm, end), gap(storm, end));
+    let worst_at = health
+        .iter()
+        .filter(|(at, d)| *at >= storm && *at <= end && *d == h)
+        .map(|(at, _)| at.duration_since(storm).as_secs_f64())
+        .next()
+        .unwrap_or_default();
     println!(
         "storm (+12 s, {links} closes, {asked} health checks): /healthz slowest {:>6.1} ms   busy link longest pause {:>6.1} ms",
         ms(h),
         ms(g)
     );
+    println!("(the slowest /healthz was asked {worst_at:.1} s after the storm began)");
     println!(
         "targets: /healthz within 100 ms: {}; busy link not paused > 50 ms: {}",
         if h <= Duration::from_millis(100) { "held" } else { "MISSED" },
