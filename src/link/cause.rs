@@ -200,6 +200,15 @@ pub enum Later {
     },
 }
 
+impl Later {
+    /// When it happened.
+    pub fn at(&self) -> Timestamp {
+        match self {
+            Later::CameBack { at, .. } | Later::MasterRefused { at } => *at,
+        }
+    }
+}
+
 /// Refines a diagnosis with a later fact. Taking the same fact again changes nothing, so the caller may
 /// offer every fact it knows on every pass: the replica's first return is told (and its first return
 /// asking for a full sync, if that came later), not every connection from it since (a replica in a

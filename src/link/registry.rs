@@ -66,13 +66,6 @@ type Fact = (LinkId, Option<String>, Option<IpAddr>, crate::link::cause::Later);
 /// Facts of removed links kept at most (a flood of short connections keeps the newest).
 const MAX_DEPARTED_FACTS: usize = 4096;
 
-/// When a later fact happened.
-fn fact_at(fact: &crate::link::cause::Later) -> Timestamp {
-    match fact {
-        crate::link::cause::Later::CameBack { at, .. } | crate::link::cause::Later::MasterRefused { at } => *at,
-    }
-}
-
 /// What a link tells the diagnoses of others: that its replica came back (it connected again), or that
 /// the master refused a connection.
 fn later_facts(id: LinkId, link: &Link) -> impl Iterator<Item = Fact> {
@@ -317,12 +310,8 @@ impl Links {
     pub fn diagnose(&mut self, now: Timestamp) -> Vec<LinkId> {
         let write_rate = self.write_rate.rate(now);
         let mut pass = Pass::default();
-        let closed: Vec<LinkId> = self
-            .links
-            .iter()
-            .filter(|(id, l)| l.close.is_some() && l.diagnosis.is_none() && !self.undiagnosable.contains(id))
-            .map(|(id, _)| *id)
-            .collect();
+        let closed: Vec<LinkId> =
+            self.links.iter().filter(|(id, l)| self.awaits_diagnosis(**id, l)).map(|(id, _)| *id).collect();
         for id in closed {
             self.classify(id, write_rate, &mut pass);
         }
@@ -333,13 +322,18 @@ impl Links {
         pass.changed
     }
 
+    /// Whether a link is closed and not yet diagnosed, nor known to need no diagnosis.
+    fn awaits_diagnosis(&self, id: LinkId, link: &Link) -> bool {
+        link.close.is_some() && link.diagnosis.is_none() && !self.undiagnosable.contains(&id)
+    }
+
     /// Classifies a closed, undiagnosed link (nothing if it is open, diagnosed, or needs no diagnosis).
     fn classify(&mut self, id: LinkId, write_rate: Option<f64>, pass: &mut Pass) {
         use crate::link::rules::{self, Context};
-        let Some(link) = self.links.get_mut(&id) else { return };
-        if link.close.is_none() || link.diagnosis.is_some() || self.undiagnosable.contains(&id) {
+        if !self.links.get(&id).is_some_and(|l| self.awaits_diagnosis(id, l)) {
             return;
         }
+        let Some(link) = self.links.get_mut(&id) else { return };
         match rules::classify(link, Context { write_rate, settings: link.settings }) {
             Some(d) => {
                 self.changes.push(Change::Diagnosed { link: id, cause: d.cause });
@@ -368,7 +362,7 @@ impl Links {
         // those removed lately. A replica coming back is known by its endpoint, or, before it could
         // announce one (a master that does not answer PING), by its address.
         let oldest = now.minus(cause::CAME_BACK_WINDOW + Duration::from_secs(2));
-        while self.departed.front().is_some_and(|(_, _, _, f)| fact_at(f) < oldest) {
+        while self.departed.front().is_some_and(|(_, _, _, f)| f.at() < oldest) {
             self.departed.pop_front();
         }
         let mut facts: Vec<Fact> = self.departed.iter().cloned().collect();
@@ -398,7 +392,7 @@ impl Links {
                 }
             }
         }
-        let at = |i: &usize| fact_at(&facts[*i].3);
+        let at = |i: &usize| facts[*i].3.at();
         for list in by_endpoint.values_mut().chain(by_ip.values_mut()).chain(by_ip_without_endpoint.values_mut()) {
             list.sort_by_key(at);
         }
